@@ -1,0 +1,82 @@
+"""The manifest's preprocessing, applied identically by the trainer and the device.
+
+Per channel: raw -> transform(raw + offset) -> (t - center) / scale. The scaled values keep
+their full range (scores are measured against them); the models see them clipped to
++/- `clip`. Missing values (NaN) are forward-filled from the channel's last valid reading,
+or from the training median before the first one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.bundle import Manifest, Preprocess
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def _apply_transform(kind: str, values: FloatArray) -> FloatArray:
+    if kind == "log1p":
+        return np.log1p(np.maximum(values, 0.0))
+    if kind == "sqrt":
+        return np.sqrt(np.maximum(values, 0.0))
+    return values
+
+
+def scale_rows(raw: FloatArray, spec: Preprocess) -> FloatArray:
+    """Transform and scale raw rows of shape (n, channels); NaN stays NaN."""
+    out = np.empty(raw.shape, dtype=np.float64)
+    for j, channel in enumerate(spec.channels):
+        shifted = raw[:, j] + channel.offset
+        out[:, j] = (_apply_transform(channel.transform, shifted) - channel.center) / channel.scale
+    return out
+
+
+def unscale_rows(scaled: FloatArray, spec: Preprocess) -> FloatArray:
+    """Inverse of `scale_rows`, for plots and explanations in the sensor's own units."""
+    out = np.empty(scaled.shape, dtype=np.float64)
+    for j, channel in enumerate(spec.channels):
+        t = scaled[:, j] * channel.scale + channel.center
+        if channel.transform == "log1p":
+            t = np.expm1(t)
+        elif channel.transform == "sqrt":
+            t = np.square(t)
+        out[:, j] = t - channel.offset
+    return out
+
+
+def reading_to_raw(values: Mapping[str, float | None], manifest: Manifest) -> FloatArray:
+    """One reading (channel -> value) as a raw row in manifest order; absent channels are NaN.
+
+    A forecast residual channel is derived here from its measured and forecast columns.
+    """
+    residual = manifest.preprocess.forecast
+    row = np.full(len(manifest.channels), np.nan)
+    for j, name in enumerate(manifest.channels):
+        if residual is not None and name == residual.name:
+            measured, forecast = values.get(residual.measured), values.get(residual.forecast)
+            if measured is not None and forecast is not None:
+                row[j] = float(measured) - float(forecast)
+            continue
+        value = values.get(name)
+        if value is not None:
+            row[j] = float(value)
+    return row
+
+
+class ForwardFill:
+    """Replaces NaN by the channel's last valid raw value (training median at first)."""
+
+    def __init__(self, spec: Preprocess) -> None:
+        self.last = np.array([c.fill for c in spec.channels], dtype=np.float64)
+
+    def __call__(self, raw_row: FloatArray) -> FloatArray:
+        valid = np.isfinite(raw_row)
+        self.last = np.where(valid, raw_row, self.last)
+        return self.last.copy()
+
+    def fill_rows(self, raw: FloatArray) -> FloatArray:
+        return np.vstack([self(row) for row in raw]) if len(raw) else raw.copy()

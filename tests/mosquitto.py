@@ -1,0 +1,95 @@
+"""A throw-away Mosquitto broker on a free loopback port, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if found is None:
+        raise RuntimeError("mosquitto is not installed: run `make setup` (it uses apt-get)")
+    return found
+
+
+class Broker:
+    """Start/stop a private Mosquitto. `extra_config` lines are appended to the generated config.
+
+    The port stays the same across stop()/start(), so clients can reconnect to it.
+    """
+
+    def __init__(self, extra_config: str = "", port: int | None = None,
+                 listener: str | None = None) -> None:
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.dir = Path(tempfile.mkdtemp(prefix="mosq-"))
+        self.extra_config = extra_config
+        self.listener = listener or f"listener {self.port} 127.0.0.1\nallow_anonymous true"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def write_config(self) -> Path:
+        conf = self.dir / "mosquitto.conf"
+        conf.write_text(
+            f"{self.listener}\n"
+            f"persistence false\n"
+            f"log_dest file {self.dir / 'mosquitto.log'}\n"
+            f"log_type error\nlog_type warning\nlog_type notice\n"
+            f"{self.extra_config}\n"
+        )
+        return conf
+
+    def start(self, timeout: float = 10.0) -> Broker:
+        conf = self.write_config()
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(conf)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"mosquitto exited at start: {err} {self.log()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not listen on {self.address}: {self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        path = self.dir / "mosquitto.log"
+        return path.read_text() if path.exists() else ""
+
+    def __enter__(self) -> Broker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
