@@ -107,10 +107,10 @@ class MqttConfig(_Section):
         "edge-anomaly", description="first topic levels of everything the agent publishes")
     allow_plaintext_password: bool = Field(
         False, description="allow sending a password over a connection without TLS")
-    reconnect_min_delay_s: float = Field(
-        1.0, gt=0, le=3600, description="first reconnect delay; doubles after each failure")
-    reconnect_max_delay_s: float = Field(
-        60.0, gt=0, le=3600, description="longest delay between reconnect attempts")
+    reconnect_min_delay_s: int = Field(
+        1, ge=1, le=3600, description="first reconnect delay in seconds; doubles per failure")
+    reconnect_max_delay_s: int = Field(
+        60, ge=1, le=3600, description="longest delay between reconnect attempts, in seconds")
     max_inflight: int = Field(
         20, ge=1, le=1000, description="alerts sent but not yet acknowledged by the broker")
 

@@ -1,0 +1,1 @@
+"""Where alerts, status and metrics go: MQTT (through the outbox) and stdout."""
