@@ -230,6 +230,8 @@ class OutboxConfig(_Section):
         Path("outbox.sqlite3"), description="SQLite file holding alerts until the broker acks them")
     max_alerts: int = Field(
         10000, ge=10, description="bound; when full the oldest `update` events are dropped first")
+    flush_timeout_s: float = Field(
+        5.0, ge=0, description="at shutdown, wait this long for the broker to ack the backlog")
 
 
 class StdoutConfig(_Section):
@@ -411,3 +413,45 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> A
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from exc
     return parse_config(data, base_dir=path.resolve().parent, environ=environ, source=str(path))
+
+
+def summary(config: AgentConfig, bundle: Any = None) -> list[str]:
+    """Human-readable effective settings, for `check-config` (no secrets)."""
+    m = config.mqtt
+    auth = "none"
+    if m.username is not None:
+        origin = "config" if m.password is not None else f"${m.password_env}"
+        auth = f"user {m.username!r}, password from {origin}"
+    lines = []
+    if bundle is not None:
+        man = bundle.manifest
+        lines.append(
+            f"bundle    {config.bundle.path}: {man.name} {man.version}, sha256 "
+            f"{bundle.manifest_sha256[:12]}..., {len(man.channels)} channels, window "
+            f"{man.window.length}, scorers {', '.join(s.name for s in man.scorers)}, "
+            f"signature {'verified' if bundle.signed else 'not checked'}")
+    lines.append(
+        f"mqtt      {'mqtts' if m.tls else 'mqtt'}://{m.host}:{m.port} as {m.client_id!r}, "
+        f"protocol {m.protocol}, prefix {m.topic_prefix!r}, auth {auth}, "
+        f"reconnect {m.reconnect_min_delay_s}-{m.reconnect_max_delay_s} s")
+    for i, s in enumerate(config.sources):
+        if isinstance(s, MqttSource):
+            what = f"mqtt {s.topic!r} (qos {s.qos}, device = level {s.device_level + 1})"
+        elif isinstance(s, SerialSource):
+            what = f"serial {s.port} at {s.baudrate} baud (PMS5003) as {s.device!r}"
+        else:
+            what = f"stdin JSON lines, default device {s.device!r}"
+        lines.append(f"source[{i}] {what}")
+    overrides = config.decision.model_dump(exclude_none=True)
+    lines.append(f"decision  overrides {overrides or 'none'} (else the manifest's)")
+    lines.append(
+        f"alerts    {m.topic_prefix}/<device>/alert QoS 1, update every "
+        f"{config.alerts.update_every_s:g} s, top {config.alerts.top_channels} channels; "
+        f"stdout {'on' if config.stdout.enabled else 'off'}")
+    lines.append(
+        f"outbox    {config.outbox.path} (max {config.outbox.max_alerts} alerts)")
+    every = f"every {config.metrics.interval_s:g} s" if config.metrics.enabled else "off"
+    lines.append(
+        f"metrics   {every}; homeassistant {'on' if config.homeassistant.enabled else 'off'}; "
+        f"log {config.log.level}")
+    return lines

@@ -1,0 +1,229 @@
+"""`edge-agent run`: sources -> decode -> Gateway (window, score, decide) -> sinks.
+
+`run()` is the whole main loop; `Agent` wires the parts (one MQTT connection, the outbox, the
+sinks and the sources) and owns their start and stop order. SIGTERM/SIGINT stop the loop:
+open alerts end (`reason: shutdown`), the outbox is flushed for up to `flush_timeout_s`,
+`offline` is published on every status topic, and the agent disconnects and exits 0. Killed
+(SIGKILL, power loss), it leaves its alerts in the outbox and the broker publishes the will.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from edge import __version__
+from edge.bundle import Bundle, load_bundle
+from edge.config import AgentConfig, SerialSource, StdinSource
+from edge.config import MqttSource as MqttSourceConfig
+from edge.decide import AlertEvent, AlertOptions, BundleInfo
+from edge.engine import ScoringEngine
+from edge.mqtt_client import MqttConnection, Topics
+from edge.outbox import Outbox
+from edge.pipeline import Gateway
+from edge.readings import BadInputCounter, Reading, decode_counted, input_channels
+from edge.sinks.metrics import MetricsPublisher
+from edge.sinks.mqtt_alerts import AlertPublisher
+from edge.sinks.status import StatusPublisher
+from edge.sinks.stdout import StdoutSink
+from edge.sources import Item, ItemQueue, Payload, Source, SourceDone
+from edge.sources.mqtt import MqttSource
+from edge.sources.serial_pms5003 import SerialPms5003Source
+from edge.sources.stdin import StdinSource as StdinReader
+
+log = logging.getLogger("edge.agent")
+
+
+def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `stop`, or the end of a stdin-only input); returns 0."""
+    stop = stop or _stop_on_signals()
+    agent = Agent(config, load_bundle(config.bundle.path, config.bundle.public_key))
+    with agent:
+        next_expire = 0.0
+        while not stop.is_set() and not agent.input_ended:
+            item = _next(agent.items, timeout=0.25)
+            if item is not None:
+                agent.handle(item)
+            now = time.monotonic()
+            if now >= next_expire:  # end the alerts of devices gone silent
+                agent.publish(agent.gateway.expire(time.time()))
+                next_expire = now + 1.0
+            agent.tick(now)
+        log.info("stopping: %s", "input ended" if agent.input_ended else "signal")
+        agent.publish(agent.gateway.close("shutdown"))
+    return 0
+
+
+def _next(items: ItemQueue, timeout: float) -> Item | None:
+    try:
+        return items.get(timeout=timeout)
+    except queue.Empty:
+        return None
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+class Agent:
+    """Everything `run` needs, built without I/O; `__enter__` starts it, `__exit__` stops it."""
+
+    def __init__(self, config: AgentConfig, bundle: Bundle) -> None:
+        self.config = config
+        self.bundle = bundle
+        self.info = BundleInfo.from_bundle(bundle)
+        self.started = time.monotonic()
+        manifest = bundle.manifest
+        self.channels = input_channels(manifest)
+        self.counter = BadInputCounter(config.log.bad_input_every_s)
+        self.gateway = Gateway(
+            ScoringEngine(bundle, config.bundle.threads),
+            config.decision.apply(manifest.decision),
+            self.counter,
+            config.decision.stride or manifest.window.stride,
+            AlertOptions(update_every_s=config.alerts.update_every_s,
+                         top_channels=config.alerts.top_channels),
+        )
+        mqtt = config.mqtt
+        self.topics = Topics(mqtt.topic_prefix)
+        self.connection = MqttConnection(mqtt, will_topic=self.topics.status(mqtt.client_id))
+        self.outbox = Outbox(config.outbox.path, config.outbox.max_alerts)
+        self.alerts = AlertPublisher(self.connection, self.outbox, mqtt.max_inflight)
+        self.status = StatusPublisher(self.connection, self.topics, config.fixed_devices)
+        self.metrics = MetricsPublisher(
+            self.connection, self.topics, self.collect_metrics, config.metrics.interval_s)
+        self.stdout = StdoutSink() if config.stdout.enabled else None
+        self.items: ItemQueue = queue.Queue(maxsize=config.limits.queue_size)
+        self.sources = [self._source(cfg) for cfg in config.sources]
+        self._finite = {s.name for s in self.sources if isinstance(s, StdinReader)}
+        self._done: set[str] = set()
+        self.alert_counts = {"start": 0, "update": 0, "end": 0}
+
+    def _source(self, cfg: MqttSourceConfig | SerialSource | StdinSource) -> Source:
+        if isinstance(cfg, MqttSourceConfig):
+            return MqttSource(cfg, self.connection, self.items, self.counter)
+        if isinstance(cfg, SerialSource):
+            return SerialPms5003Source(cfg, self.items, self.counter)
+        return StdinReader(cfg.device, self.items, self.config.limits.max_payload_bytes)
+
+    @property
+    def input_ended(self) -> bool:
+        """Every source is a finite one (stdin) and all of them have ended."""
+        return len(self._finite) == len(self.sources) and self._done >= self._finite
+
+    def __enter__(self) -> Agent:
+        m = self.bundle.manifest
+        log.info("edge-agent %s: bundle %s %s (sha256 %s...), %d channels, window %d, "
+                 "sources: %s", __version__, m.name, m.version, self.info.sha256[:12],
+                 len(m.channels), m.window.length, ", ".join(s.name for s in self.sources))
+        self.outbox.open()
+        self.alerts.start()
+        self.connection.start()
+        for source in self.sources:
+            source.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for source in self.sources:
+            source.stop()
+        if self.connection.connected.is_set():
+            flushed = self.alerts.flush(self.config.outbox.flush_timeout_s)
+            if not flushed:
+                log.warning("outbox not flushed in %gs: %d alert(s) kept for the next start",
+                            self.config.outbox.flush_timeout_s, self.outbox.depth())
+            self.status.offline_all()
+        else:
+            log.warning("broker unreachable at shutdown: %d alert(s) kept in the outbox",
+                        self.outbox.depth())
+        self.alerts.stop()
+        self.connection.stop()
+        log.info("stopped: alerts %s, outbox depth %d", self.alert_counts, self.outbox.depth())
+        self.outbox.close()
+
+    def handle(self, item: Item) -> None:
+        """One item from a source: decode, score, decide, publish."""
+        if isinstance(item, SourceDone):
+            log.info("source %s ended", item.name)
+            self._done.add(item.name)
+            return
+        reading = item if isinstance(item, Reading) else self.decode(item)
+        if reading is None:
+            return
+        outcome = self.gateway.process(reading)
+        if reading.device in self.gateway.pipelines:
+            self.status.add_device(reading.device)
+        if outcome is not None:
+            self.publish(outcome.events)
+
+    def decode(self, item: Payload) -> Reading | None:
+        limits = self.config.limits
+        return decode_counted(
+            item.data, item.device, self.counter, now=time.time(), channels=self.channels,
+            max_bytes=limits.max_payload_bytes, max_skew_s=limits.max_skew_s,
+            received=item.received)
+
+    def publish(self, events: list[AlertEvent] | tuple[AlertEvent, ...]) -> None:
+        for event in events:
+            payload = event.to_payload(bundle=self.info, agent_version=__version__)
+            self.alerts.submit(
+                device=event.device, topic=self.topics.alert(event.device), state=event.state,
+                alert_id=event.id, payload=json.dumps(payload, separators=(",", ":")).encode())
+            self.alert_counts[event.state] = self.alert_counts.get(event.state, 0) + 1
+            if self.stdout is not None:
+                self.stdout.write(payload)
+            top = ", ".join(f"{c.name} {c.contribution:.0%}" for c in event.channels) or "-"
+            log.info("alert %s %s on %s: score %.2f (%s), top channels: %s%s", event.state,
+                     event.id, event.device, event.score, event.severity, top,
+                     f", reason {event.reason}" if event.reason else "")
+
+    def tick(self, now: float) -> None:
+        if self.connection.tick():
+            self.alerts.reset()
+        if self.config.metrics.enabled:
+            self.metrics.maybe_publish(now)
+
+    def collect_metrics(self) -> dict[str, dict[str, Any]]:
+        """Per-device counters on each device topic, the totals on the agent's topic."""
+        snapshot = self.gateway.metrics()
+        common = {"ts": time.time(), "agent_version": __version__,
+                  "bundle": {"name": self.info.name, "version": self.info.version},
+                  "outbox_depth": self.outbox.depth()}
+        out: dict[str, dict[str, Any]] = {}
+        for device, stats in snapshot["devices"].items():
+            out[device] = _finite({**common, "device": device, **stats})
+        devices = snapshot["devices"].values()
+        out[self.config.mqtt.client_id] = _finite({
+            **common,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "devices": len(snapshot["devices"]),
+            "readings": sum(d["readings"] for d in devices),
+            "windows_scored": sum(d["windows_scored"] for d in devices),
+            "bad": snapshot["bad_total"],
+            "alerts": dict(self.alert_counts),
+            "outbox_dropped": self.outbox.dropped(),
+            "alerts_inflight": self.alerts.inflight,
+            "queue_depth": self.items.qsize(),
+            "mqtt_connections": self.connection.connections,
+        })
+        return out
+
+
+def _finite(data: dict[str, Any]) -> dict[str, Any]:
+    """NaN/inf (e.g. a latency percentile before the first reading) become null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in data.items()}
