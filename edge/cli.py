@@ -101,50 +101,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 # -- replay ----------------------------------------------------------------------------------
-# NOTE: rebuilt from edge/replay.py's API after this file was overwritten by accident during
-# concurrent work; the agent-core owner of `replay` should review and replace it as needed.
 def add_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "replay", help="run the live pipeline over a CSV file as fast as it goes",
-        description="Score every row of a sensor CSV with the bundle, exactly as the agent "
-                    "would live, and write per-row scores and the alert events.")
-    p.add_argument("bundle", type=Path, help="bundle directory or .tar.gz")
-    p.add_argument("input", type=Path, help="sensor CSV (time column + channel columns)")
-    p.add_argument("--scores", type=Path, metavar="SCORES_CSV",
-                   help="write per-row scores and decisions here")
-    p.add_argument("--alerts", type=Path, metavar="ALERTS_JSONL",
-                   help="write the alert events as JSON lines here")
-    p.add_argument("--time-column", help="name of the time column (found automatically)")
-    p.add_argument("--device", default="replay", help="device id used in alert ids")
-    p.add_argument("--stride", type=int, default=None,
-                   help="score every n-th window (the manifest's stride by default)")
-    p.set_defaults(func=cmd_replay)
+    """`replay --bundle DIR --input DATA.csv --out SCORES.csv`: lives in edge.replay."""
+    from edge.replay import add_replay_parser as add
 
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    from edge.bundle import BundleError, load_bundle
-    from edge.decide import BundleInfo
-    from edge.replay import replay_table, time_cells, write_alerts_jsonl, write_scores_csv
-    from edge.table import TableError, read_table
-
-    try:
-        bundle = load_bundle(args.bundle)
-        table = read_table(args.input, time_column=args.time_column)
-        result = replay_table(bundle, table, device=args.device,
-                              stride=args.stride or bundle.manifest.window.stride)
-    except (BundleError, TableError, ValueError) as error:
-        print(f"edge-agent replay: {error}", file=sys.stderr)
-        return 2
-    if args.scores is not None:
-        write_scores_csv(args.scores, result, time_cells(table), table.time_column,
-                         table.labels)
-    if args.alerts is not None:
-        write_alerts_jsonl(args.alerts, result.events, BundleInfo.from_bundle(bundle),
-                           __version__)
-    print(f"{len(result.timestamps)} rows in {result.elapsed_s:.2f} s "
-          f"({result.rows_per_s:.0f} rows/s), {result.alerts} alert(s), bad input "
-          f"{sum(result.bad.values())}", file=sys.stderr)
-    return 0
+    add(sub)
 
 
 def _print_problems(source: str, problems: list[str]) -> None:
