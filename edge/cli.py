@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from edge import __version__
 
@@ -86,13 +87,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as error:
-        _print_problems(error.source, error.problems)
+        _print_problems(error.source, error.problems, sys.stdout)
         return 2
     try:
         bundle = load_bundle(config.bundle.path, config.bundle.public_key)
         ScoringEngine(bundle, config.bundle.threads)  # the runtimes load the models
     except (BundleError, ImportError, RuntimeError, ValueError) as error:
-        _print_problems(str(args.config), [f"bundle.path = {str(config.bundle.path)!r}: {error}"])
+        _print_problems(str(args.config),
+                        [f"bundle.path = {str(config.bundle.path)!r}: {error}"], sys.stdout)
         return 2
     print(f"{args.config}: OK")
     for line in summary(config, bundle):
@@ -108,10 +110,10 @@ def add_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add(sub)
 
 
-def _print_problems(source: str, problems: list[str]) -> None:
-    print(f"{source}: {len(problems)} problem(s)", file=sys.stderr)
+def _print_problems(source: str, problems: list[str], stream: TextIO = sys.stderr) -> None:
+    print(f"{source}: {len(problems)} problem(s)", file=stream)
     for line in problems:
-        print(f"  {line}", file=sys.stderr)
+        print(f"  {line}", file=stream)
 
 
 if __name__ == "__main__":

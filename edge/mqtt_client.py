@@ -66,6 +66,7 @@ class MqttConnection:
         self.connections = 0  # successful connects so far
         self._fallback = threading.Event()
         self._unreachable = False
+        self._stopping = False
         self._on_connect: list[Callable[[], None]] = []
         self._on_disconnect: list[Callable[[], None]] = []
         self._on_publish: list[Callable[[int], None]] = []
@@ -114,6 +115,7 @@ class MqttConnection:
         client = self.client
         if client is None:
             return
+        self._stopping = True
         client.disconnect()
         client.loop_stop()
         self.connected.clear()
@@ -204,7 +206,7 @@ class MqttConnection:
     ) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
-        if was_connected:
+        if was_connected and not self._stopping:
             log.warning("connection to the broker lost (%s); reconnecting with backoff", reason)
         for hook in self._on_disconnect:
             hook()
