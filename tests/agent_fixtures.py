@@ -212,6 +212,13 @@ def session_bundle(cache_dir: Path) -> Path:
         return build_bundle(target)
 
 
+def cached_bundle_dir(config: Any, tmp_path_factory: Any) -> Path:
+    """For a session fixture: the bundle in pytest's cache (or a temp dir without one)."""
+    cache = getattr(config, "cache", None)
+    root = cache.mkdir("agent-fixture") if cache is not None else tmp_path_factory.mktemp("b")
+    return session_bundle(Path(root))
+
+
 def synthetic_csv(path: Path, rows: int, *, seed: int = 0, fault: tuple[int, int, int] | None
                   = None, fault_size: float = 12.0) -> Path:
     """An 8-channel CSV with an ISO time column at 1 s; `fault` = (start, stop, channel) adds
