@@ -1,18 +1,22 @@
 """JSON lines on standard input, one reading per line (the format edge.readings decodes).
 
 A line may name its device (`"device": "pump-3"`); otherwise the source's `device` is used.
-Lines longer than the payload limit are cut at the limit (the decoder then rejects them as
-`too_large`) and the rest of the line is skipped. End of input puts `SourceDone`.
+A line longer than the payload limit is passed on cut at the limit (the decoder rejects it as
+`too_large`) and the rest of it is skipped. End of input puts `SourceDone`.
+
+The descriptor is read with `select` + `os.read`, not a blocking `readline`, so `stop()` ends
+the thread promptly and no thread is left holding the stdin buffer at interpreter exit.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import queue
+import select
 import sys
 import threading
 import time
-from typing import BinaryIO
 
 from edge.sources import ItemQueue, Payload, SourceDone
 
@@ -31,14 +35,46 @@ def line_device(line: bytes, default: str) -> str:
     return default
 
 
+class LineSplitter:
+    """Bytes in, complete lines out; a line over `max_bytes` comes out cut to `max_bytes + 1`."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._buffer = bytearray()
+        self._skipping = False  # inside the rest of an overlong line
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        lines: list[bytes] = []
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                if len(self._buffer) > self.max_bytes:
+                    if not self._skipping:
+                        lines.append(bytes(self._buffer[: self.max_bytes + 1]))
+                    self._skipping = True
+                    self._buffer.clear()
+                return [line for line in lines if line.strip()]
+            line = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            if self._skipping:
+                self._skipping = False
+                continue
+            lines.append(line[: self.max_bytes + 1])
+
+    def flush(self) -> list[bytes]:
+        rest, self._buffer = bytes(self._buffer), bytearray()
+        return [rest] if rest.strip() and not self._skipping else []
+
+
 class StdinSource:
     def __init__(self, device: str, items: ItemQueue, max_bytes: int,
-                 stream: BinaryIO | None = None) -> None:
+                 fd: int | None = None) -> None:
         self.name = "stdin"
         self.device = device
         self.items = items
-        self.max_bytes = max_bytes
-        self.stream = stream if stream is not None else sys.stdin.buffer
+        self.fd = sys.stdin.fileno() if fd is None else fd
+        self.lines = LineSplitter(max_bytes)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="source-stdin", daemon=True)
 
@@ -46,7 +82,8 @@ class StdinSource:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()  # a blocked read cannot be interrupted; the thread is a daemon
+        self._stop.set()
+        self._thread.join(timeout=2)
 
     def _put(self, item: Payload | SourceDone) -> None:
         while not self._stop.is_set():
@@ -56,17 +93,24 @@ class StdinSource:
             except queue.Full:
                 continue
 
-    def _run(self) -> None:
-        limit = self.max_bytes + 1
-        while not self._stop.is_set():
-            line = self.stream.readline(limit)
-            if not line:
-                break
-            if len(line) == limit and not line.endswith(b"\n"):
-                rest = line
-                while rest and not rest.endswith(b"\n"):
-                    rest = self.stream.readline(1 << 16)
+    def _emit(self, lines: list[bytes]) -> None:
+        for line in lines:
             line = line.strip()
-            if line:
-                self._put(Payload(line_device(line, self.device), line, time.monotonic()))
+            self._put(Payload(line_device(line, self.device), line, time.monotonic()))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([self.fd], [], [], 0.25)
+                data = os.read(self.fd, 1 << 16) if ready else None
+            except (OSError, ValueError):
+                data = b""  # closed or broken: the same as the end of input
+            if data is None:
+                continue
+            if not data:
+                break
+            self._emit(self.lines.feed(data))
+        else:
+            return
+        self._emit(self.lines.flush())
         self._put(SourceDone(self.name))
