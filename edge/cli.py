@@ -110,7 +110,8 @@ def add_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add(sub)
 
 
-def _print_problems(source: str, problems: list[str], stream: TextIO = sys.stderr) -> None:
+def _print_problems(source: str, problems: list[str], stream: TextIO | None = None) -> None:
+    stream = stream or sys.stderr
     print(f"{source}: {len(problems)} problem(s)", file=stream)
     for line in problems:
         print(f"  {line}", file=stream)
