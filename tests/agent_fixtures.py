@@ -12,8 +12,9 @@ Raw channel j is ``center_j + scale_j * N(0, 1)`` on normal data (see `normal_ro
 `session_bundle` builds it once and caches it in pytest's cache directory, keyed by the
 source of this file and of `edge/bundle.py`.
 
-    python -m tests.agent_fixtures build DIR       # build a bundle into DIR
+    python -m tests.agent_fixtures build DIR [WINDOW LSTM_UNITS]  # build a bundle into DIR
     python -m tests.agent_fixtures csv FILE ROWS   # write a synthetic 8-channel CSV
+    python -m tests.agent_fixtures bench ROWS [WINDOW LSTM_UNITS]  # replay rows/s
 """
 
 from __future__ import annotations
@@ -100,14 +101,22 @@ def write_onnx(path: Path, width: int, sd: float = 1.5) -> None:
     path.write_bytes(model.SerializeToString())
 
 
-def _convert_tflite(path: Path, window: int, channels: int) -> None:
-    """Runs in a subprocess: Keras Dense(0.5 * I) -> int8 TFLite."""
+def _convert_tflite(path: Path, window: int, channels: int, lstm_units: int = 0) -> None:
+    """Runs in a subprocess: Keras Dense(0.5 * I) -> int8 TFLite. With `lstm_units`, an
+    untrained unrolled LSTM autoencoder of the production shape instead (for timing only)."""
     import tensorflow as tf
 
     inputs = tf.keras.Input(shape=(window, channels), batch_size=1)
-    dense = tf.keras.layers.Dense(channels, use_bias=False)
-    model = tf.keras.Model(inputs, dense(inputs))
-    dense.set_weights([0.5 * np.eye(channels, dtype=np.float32)])
+    if lstm_units:
+        layers = tf.keras.layers
+        code = layers.LSTM(lstm_units, unroll=True)(inputs)
+        seq = layers.LSTM(lstm_units, unroll=True, return_sequences=True)(
+            layers.RepeatVector(window)(code))
+        model = tf.keras.Model(inputs, layers.TimeDistributed(layers.Dense(channels))(seq))
+    else:
+        dense = tf.keras.layers.Dense(channels, use_bias=False)
+        model = tf.keras.Model(inputs, dense(inputs))
+        dense.set_weights([0.5 * np.eye(channels, dtype=np.float32)])
     rng = np.random.default_rng(1)
 
     def representative() -> Any:
@@ -123,9 +132,9 @@ def _convert_tflite(path: Path, window: int, channels: int) -> None:
     path.write_bytes(converter.convert())
 
 
-def write_tflite(path: Path, window: int, channels: int) -> None:
+def write_tflite(path: Path, window: int, channels: int, lstm_units: int = 0) -> None:
     code = (f"from pathlib import Path; from tests.agent_fixtures import _convert_tflite; "
-            f"_convert_tflite(Path({str(path)!r}), {window}, {channels})")
+            f"_convert_tflite(Path({str(path)!r}), {window}, {channels}, {lstm_units})")
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
@@ -174,14 +183,16 @@ def make_manifest(files: dict[str, str], thresholds: dict[str, float], n: int, w
     )
 
 
-def build_bundle(target: Path, n: int = CHANNELS, window: int = WINDOW) -> Path:
-    """Build the fixture bundle into `target` (created) and return it."""
+def build_bundle(target: Path, n: int = CHANNELS, window: int = WINDOW,
+                 lstm_units: int = 0) -> Path:
+    """Build the fixture bundle into `target` (created) and return it; `lstm_units` > 0 puts
+    an untrained unrolled LSTM-AE of that size in it (realistic timing, meaningless scores)."""
     from edge.engine import ScoringEngine
     from edge.preprocess import scale_rows
 
     target.mkdir(parents=True, exist_ok=True)
     write_onnx(target / "distance.onnx", LAGS * n)
-    write_tflite(target / "lstm_ae.tflite", window, n)
+    write_tflite(target / "lstm_ae.tflite", window, n, lstm_units)
     files = checksums(target, ["distance.onnx", "lstm_ae.tflite"])
     provisional = {"lstm": 1.0, "euclidean": 1.0, "mahalanobis": 1.0}
     write_manifest(target, make_manifest(files, provisional, n, window))
@@ -238,9 +249,29 @@ def synthetic_csv(path: Path, rows: int, *, seed: int = 0, fault: tuple[int, int
     return path
 
 
+def bench(rows: int, window: int = WINDOW, lstm_units: int = 0) -> None:
+    """Replay throughput at stride 1 on a synthetic 8-channel file (one core)."""
+    import tempfile
+
+    from edge.replay import replay_table
+    from edge.table import read_table
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = build_bundle(Path(tmp) / "bundle", CHANNELS, window, lstm_units)
+        table = read_table(synthetic_csv(Path(tmp) / "data.csv", rows, fault=(rows // 2,
+                                                                             rows // 2 + 60, 3)))
+        for stride in (1, 4):
+            result = replay_table(bundle, table, stride=stride)
+            print(f"window {window}, lstm units {lstm_units or 'none (Dense)'}, stride {stride}: "
+                  f"{rows} rows in {result.elapsed_s:.2f} s = {result.rows_per_s:,.0f} rows/s")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["build"]:
-        print(build_bundle(Path(sys.argv[2])))
+        shape = [int(a) for a in sys.argv[3:5]]
+        print(build_bundle(Path(sys.argv[2]), CHANNELS, *shape))
+    elif sys.argv[1:2] == ["bench"]:
+        bench(*[int(a) for a in sys.argv[2:5]])
     elif sys.argv[1:2] == ["csv"]:
         print(synthetic_csv(Path(sys.argv[2]), int(sys.argv[3])))
     else:
