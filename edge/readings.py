@@ -121,10 +121,18 @@ def parse_timestamp(value: object) -> float:
         except ValueError:
             return _parse_iso(text)
     else:
-        number = float(value)
+        number = _float(value)
     if not math.isfinite(number):
-        raise BadReading("bad_timestamp", f"timestamp {value!r} is not finite")
+        raise BadReading("bad_timestamp", f"timestamp {str(value)[:32]} is not finite")
     return number / 1000.0 if abs(number) > MS_EPOCH_ABOVE else number
+
+
+def _float(value: int | float) -> float:
+    """float(), with integers beyond the float range as infinity instead of OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _parse_iso(text: str) -> float:
@@ -156,7 +164,7 @@ def _value(raw: object) -> tuple[float | None, str | None]:
         return None, "null_value"
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         return None, "wrong_type"
-    number = float(raw)
+    number = _float(raw)
     if not math.isfinite(number):
         return None, "non_finite"
     return number, None

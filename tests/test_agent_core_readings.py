@@ -83,6 +83,7 @@ def test_missing_timestamp_is_now_and_other_keys_work() -> None:
     (b'{"ts": NaN, "a": 1}', "bad_timestamp"),
     ({"ts": NOW + 2 * 365 * 86400, "a": 1}, "timestamp_far_off"),
     ({"ts": 0, "a": 1}, "timestamp_far_off"),
+    ({"ts": 10**400, "a": 1}, "bad_timestamp"),  # an int beyond the float range
     ({"ts": NOW, "values": [1, 2, 3]}, "wrong_type"),
     ({"ts": NOW, "values": {}}, "missing_channels"),
     ({"ts": NOW, "x": 1, "y": 2}, "missing_channels"),
@@ -106,6 +107,8 @@ def test_bad_values_become_missing_and_are_counted() -> None:
     out = decode(b'{"a": NaN, "b": -Infinity, "c": 4}')
     assert out.reading.values == {"a": None, "b": None, "c": 4.0}
     assert out.issues == ["non_finite", "non_finite"]
+    out = decode({"a": 10**400, "b": 1})
+    assert out.reading.values["a"] is None and out.issues[0] == "non_finite"
     out = decode({"a": "12", "b": True, "c": 1, "d": 5})
     assert out.reading.values == {"a": None, "b": None, "c": 1.0}
     assert out.issues == ["wrong_type", "wrong_type", "unknown_channel"]
@@ -174,7 +177,8 @@ def test_decode_counted_records_everything() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers() | st.integers(10**300, 10**320)
+    | st.floats(allow_nan=True) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
                                                                   max_size=3),
     max_leaves=8,
