@@ -31,6 +31,7 @@ class SerialPms5003Source:
         self.counter = counter
         self.decoder = Pms5003Decoder(counter, device=cfg.device)
         self.frames = 0
+        self.opened = threading.Event()  # set while the port is open
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"source-{cfg.port}", daemon=True)
 
@@ -49,7 +50,11 @@ class SerialPms5003Source:
                     log.info("reading PMS5003 frames from %s at %d baud as %s",
                              self.cfg.port, self.cfg.baudrate, self.cfg.device)
                     failing = False
-                    self._read(port)
+                    self.opened.set()
+                    try:
+                        self._read(port)
+                    finally:
+                        self.opened.clear()
             except (serial.SerialException, OSError) as exc:
                 if not failing:
                     log.warning("serial port %s: %s; retrying every %gs", self.cfg.port, exc,
