@@ -4,6 +4,8 @@ Policy, applied to readings in arrival order (the same code for one live reading
 replay batch of thousands):
 
 - a non-finite timestamp -> dropped, `bad_timestamp`.
+- no finite value for any channel -> dropped, `missing_channels` (as `decode_payload` rejects
+  such a payload; here it catches readings built directly, e.g. an empty CSV row).
 - ``ts == last ts`` -> dropped, `duplicate_ts` (a retransmission; the first copy was used).
 - ``ts < last ts`` -> dropped, `out_of_order`. A window is a time-ordered sequence and the
   models were trained on ordered windows; re-sorting would need a reorder buffer (latency on
@@ -42,8 +44,9 @@ STRIDE_SKIP = "stride_skip"
 DUPLICATE = "duplicate_ts"
 OUT_OF_ORDER = "out_of_order"
 BAD_TIMESTAMP = "bad_timestamp"
+NO_VALUES = "missing_channels"
 ACCEPTED = frozenset({WINDOW, WARMING_UP, STRIDE_SKIP})
-DROPPED = frozenset({DUPLICATE, OUT_OF_ORDER, BAD_TIMESTAMP})
+DROPPED = frozenset({DUPLICATE, OUT_OF_ORDER, BAD_TIMESTAMP, NO_VALUES})
 
 
 @dataclass(frozen=True)
@@ -102,14 +105,17 @@ class DeviceWindow:
         window = batch.windows[0] if len(batch.window_rows) else None
         return PushResult(batch.status[0], bool(batch.restarted[0]), int(batch.filled[0]), window)
 
-    def _admit(self, ts: FloatArray) -> tuple[list[str], npt.NDArray[np.bool_]]:
+    def _admit(self, ts: FloatArray, raw: FloatArray) -> tuple[list[str], npt.NDArray[np.bool_]]:
         """The timestamp policy, row by row; updates `last_ts`."""
         status: list[str] = []
         restarted = np.zeros(len(ts), dtype=bool)
         last = self.last_ts
+        has_data: list[bool] = np.asarray(np.isfinite(raw).any(axis=1)).tolist()
         for i, t in enumerate(ts.tolist()):
             if not np.isfinite(t):
                 status.append(BAD_TIMESTAMP)
+            elif not has_data[i]:
+                status.append(NO_VALUES)
             elif last is not None and t == last:
                 status.append(DUPLICATE)
             elif last is not None and t < last:
@@ -123,7 +129,7 @@ class DeviceWindow:
 
     def push_rows(self, ts: FloatArray, raw: FloatArray) -> WindowBatch:
         """Push n readings as arrays: `ts` (n,) epoch seconds, `raw` (n, C) with NaN missing."""
-        status, restarted = self._admit(ts)
+        status, restarted = self._admit(ts, raw)
         keep = np.flatnonzero([s == WARMING_UP for s in status])
         filled_raw = np.full(raw.shape, np.nan)
         filled = np.zeros(len(ts), dtype=np.intp)

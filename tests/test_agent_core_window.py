@@ -13,6 +13,7 @@ from edge.readings import Reading
 from edge.window import (
     BAD_TIMESTAMP,
     DUPLICATE,
+    NO_VALUES,
     OUT_OF_ORDER,
     STRIDE_SKIP,
     WARMING_UP,
@@ -59,6 +60,8 @@ def test_duplicate_and_out_of_order_are_dropped(manifest: Manifest) -> None:
     assert result.status == WINDOW and result.window is not None
     assert not np.any(result.window == scaled(manifest, [99.0] * N)[0])  # dropped rows unused
     assert window.push(reading(float("nan"))).status == BAD_TIMESTAMP
+    assert window.push(reading(9.0, None, None, float("nan"))).status == NO_VALUES
+    assert window.last_ts == 5.0
 
 
 def test_gap_restarts_the_window(manifest: Manifest) -> None:
