@@ -53,7 +53,7 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
                 agent.handle(item)
             now = time.monotonic()
             if now >= next_expire:  # end the alerts of devices gone silent
-                agent.publish(agent.gateway.expire(time.time()))
+                agent.publish(agent.expire_silent(now))
                 next_expire = now + 1.0
             agent.tick(now)
         log.info("stopping: %s", "input ended" if agent.input_ended else "signal")
@@ -98,7 +98,9 @@ class Agent:
             config.decision.stride or manifest.window.stride,
             AlertOptions(update_every_s=config.alerts.update_every_s,
                          top_channels=config.alerts.top_channels),
+            max_devices=config.limits.max_devices,
         )
+        self._last_seen: dict[str, float] = {}  # device -> monotonic time of its last reading
         mqtt = config.mqtt
         self.topics = Topics(mqtt.topic_prefix)
         self.connection = MqttConnection(mqtt, will_topic=self.topics.status(mqtt.client_id))
@@ -166,9 +168,26 @@ class Agent:
             return
         outcome = self.gateway.process(reading)
         if reading.device in self.gateway.pipelines:
+            self._last_seen[reading.device] = time.monotonic()
             self.status.add_device(reading.device)
         if outcome is not None:
             self.publish(outcome.events)
+
+    def expire_silent(self, now: float) -> list[AlertEvent]:
+        """End the open alert of a device silent for longer than the bundle's `max_gap_s`.
+
+        Silence is measured on the agent's clock and handed to the pipeline in the device's
+        own time base (its last timestamp + the silence), so a sensor clock that is off by
+        less than `max_skew_s` neither ends alerts early nor keeps them open.
+        """
+        ended = []
+        for device, pipeline in self.gateway.pipelines.items():
+            last_ts, seen = pipeline.window.last_ts, self._last_seen.get(device)
+            if last_ts is not None and seen is not None:
+                event = pipeline.expire(last_ts + (now - seen))
+                if event is not None:
+                    ended.append(event)
+        return ended
 
     def decode(self, item: Payload) -> Reading | None:
         limits = self.config.limits

@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or config.log.level)
     try:
         return run(config)
-    except BundleError as error:
+    except (BundleError, ImportError) as error:
         logging.getLogger("edge.agent").error("bundle refused: %s", error)
         return 2
 

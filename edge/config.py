@@ -248,6 +248,8 @@ class LimitsConfig(_Section):
         4096, ge=64, le=1 << 20, description="larger reading payloads are rejected as bad input")
     max_skew_s: float = Field(
         300.0, gt=0, description="readings stamped further than this from the agent clock are bad")
+    max_devices: int = Field(
+        64, ge=1, le=100000, description="devices one agent serves; readings of more are dropped")
     queue_size: int = Field(
         10000, ge=10, description="readings waiting to be scored; MQTT readings beyond are dropped")
 
