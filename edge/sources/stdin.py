@@ -73,12 +73,14 @@ class StdinSource:
         self.name = "stdin"
         self.device = device
         self.items = items
-        self.fd = sys.stdin.fileno() if fd is None else fd
+        self.fd = fd  # standard input, looked up in start()
         self.lines = LineSplitter(max_bytes)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="source-stdin", daemon=True)
 
     def start(self) -> None:
+        if self.fd is None:
+            self.fd = sys.stdin.fileno()
         self._thread.start()
 
     def stop(self) -> None:
@@ -99,10 +101,12 @@ class StdinSource:
             self._put(Payload(line_device(line, self.device), line, time.monotonic()))
 
     def _run(self) -> None:
+        fd = self.fd
+        assert fd is not None, "start() sets the descriptor"
         while not self._stop.is_set():
             try:
-                ready, _, _ = select.select([self.fd], [], [], 0.25)
-                data = os.read(self.fd, 1 << 16) if ready else None
+                ready, _, _ = select.select([fd], [], [], 0.25)
+                data = os.read(fd, 1 << 16) if ready else None
             except (OSError, ValueError):
                 data = b""  # closed or broken: the same as the end of input
             if data is None:
