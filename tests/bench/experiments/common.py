@@ -2,6 +2,7 @@
 
 Everything here is causal: a row's feature/score uses only that row and earlier ones.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,7 @@ import numpy as np
 
 def roll_mean(Z: np.ndarray, w: int) -> np.ndarray:
     """Trailing mean over the last w rows (fewer at the start)."""
-    c = np.cumsum(np.concatenate([np.zeros((1,) + Z.shape[1:]), Z]), axis=0)
+    c = np.cumsum(np.concatenate([np.zeros((1, *Z.shape[1:])), Z]), axis=0)
     i = np.arange(1, len(Z) + 1)
     lo = np.maximum(0, i - w)
     n = (i - lo).reshape((-1,) + (1,) * (Z.ndim - 1))
@@ -68,8 +69,9 @@ def gauss_tail(z):
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
-def anomaly_likelihood(s: np.ndarray, short: int = 10, long: int = 8640, min_hist: int = 100,
-                       log: bool = False) -> np.ndarray:
+def anomaly_likelihood(
+    s: np.ndarray, short: int = 10, long: int = 8640, min_hist: int = 100, log: bool = False
+) -> np.ndarray:
     """HTM-style likelihood: 1 - Q((mean_short - mean_long) / std_long), causal.
 
     The long-term distribution is the mean/std of all raw scores in the last `long` rows

@@ -7,6 +7,7 @@ likelihood cut) -- is swept for the whole corpus, as NAB's optimiser sweeps its 
 
 Run: PYTHONPATH=. .venv/bin/python -m tests.bench.experiments.nab_experiments
 """
+
 from __future__ import annotations
 
 import sys
@@ -37,6 +38,7 @@ def embed(z, L):
 
 
 # ----------------------------------------------------------------- raw scorers (fit on probation)
+
 
 def raw_z(x, n0, **_):
     med, sc = scale_params(x[:n0])
@@ -76,6 +78,7 @@ RAW = {"z": raw_z, "lagdist": raw_lagdist, "resid": raw_resid}
 
 # ----------------------------------------------------------------- likelihood (device step)
 
+
 def likelihood_z(s, short=10, long=8640, min_hist=300, log=True, n0=None, of_avg=False):
     """HTM-style: z = (mean of the last `short` raw scores - long mean) / long sd, where the
     long-term mean/sd are over the raw scores of the last `long` rows (running sums on the
@@ -104,9 +107,11 @@ def likelihood_z(s, short=10, long=8640, min_hist=300, log=True, n0=None, of_avg
 
 # ----------------------------------------------------------------- corpus evaluation
 
+
 def alert_starts(score, cut, cooldown, release=1, release_level=1.0, warmup=0):
-    d = Decision(trigger=1, release=release, release_level=release_level, cooldown=cooldown,
-                 warmup=warmup)
+    d = Decision(
+        trigger=1, release=release, release_level=release_level, cooldown=cooldown, warmup=warmup
+    )
     _, starts, _ = d.run(score / cut)
     return starts
 
@@ -116,8 +121,10 @@ def evaluate(files, scores, cuts, cooldown, release=1, release_level=1.0):
     table = {}
     for cut in cuts:
         dets = [alert_starts(s, cut, cooldown, release, release_level) for s in scores]
-        table[cut] = {p: normalized_score([f.score(d, p) for f, d in zip(files, dets)])
-                      for p in PROFILES}
+        table[cut] = {
+            p: normalized_score([f.score(d, p) for f, d in zip(files, dets, strict=False)])
+            for p in PROFILES
+        }
     best = {p: max(table.values(), key=lambda r: r[p])[p] for p in PROFILES}
     cstd = max(table, key=lambda c: table[c]["standard"])
     return best, cstd, table[cstd]
@@ -128,16 +135,18 @@ def main(argv):
     lines = []
 
     def report(label, best, cut, at):
-        line = (f"{label:62s} best/profile std {best['standard']:6.2f} lowFP "
-                f"{best['reward_low_FP_rate']:6.2f} lowFN {best['reward_low_FN_rate']:6.2f} | "
-                f"one cut {cut:.3g}: {at['standard']:6.2f} {at['reward_low_FP_rate']:6.2f} "
-                f"{at['reward_low_FN_rate']:6.2f}")
+        line = (
+            f"{label:62s} best/profile std {best['standard']:6.2f} lowFP "
+            f"{best['reward_low_FP_rate']:6.2f} lowFN {best['reward_low_FN_rate']:6.2f} | "
+            f"one cut {cut:.3g}: {at['standard']:6.2f} {at['reward_low_FP_rate']:6.2f} "
+            f"{at['reward_low_FN_rate']:6.2f}"
+        )
         lines.append(line)
         print(line, flush=True)
 
     # N0: reference -- windowed Gaussian, NAB's sweep on per-row scores (every row a detection)
     wg = [windowed_gaussian_scores(f.values, f.probation_rows) for f in files]
-    res = {p: sweep_threshold(list(zip(files, wg)), p).score for p in PROFILES}
+    res = {p: sweep_threshold(list(zip(files, wg, strict=False)), p).score for p in PROFILES}
     report("N0 windowed Gaussian, NAB sweep, rows as detections", res, float("nan"), res)
 
     zcuts = [0.75, 1, 1.25, 1.5, 1.75, 2, 2.25, 2.5, 3, 3.5, 4, 5, 6, 8]
@@ -152,54 +161,103 @@ def main(argv):
     # N1: raw scores thresholded directly (normalised by probation max), alert starts
     for name, kw in [("z", {}), ("lagdist", dict(L=8, k=16)), ("resid", {})]:
         R = raw(name, **kw)
-        S = [r / (r[: f.probation_rows].max() + 1e-9) for r, f in zip(R, files)]
-        report(f"N1 {name} / probation max, alert starts, cooldown 0", *evaluate(
-            files, S, [0.8, 1.0, 1.2, 1.5, 2, 3, 5, 8], cooldown=0))
+        S = [r / (r[: f.probation_rows].max() + 1e-9) for r, f in zip(R, files, strict=False)]
+        report(
+            f"N1 {name} / probation max, alert starts, cooldown 0",
+            *evaluate(files, S, [0.8, 1.0, 1.2, 1.5, 2, 3, 5, 8], cooldown=0),
+        )
     # N2: + likelihood
     for name, kw in [("z", {}), ("lagdist", dict(L=8, k=16)), ("resid", {})]:
         R = raw(name, **kw)
         S = [likelihood_z(r) for r in R]
-        report(f"N2 {name} + likelihood(short 10, long 8640, log)", *evaluate(
-            files, S, zcuts, cooldown=0))
+        report(
+            f"N2 {name} + likelihood(short 10, long 8640, log)",
+            *evaluate(files, S, zcuts, cooldown=0),
+        )
     R = raw("lagdist", L=8, k=16)
     S = [likelihood_z(r) for r in R]
-    for cd, rel, lvl in [(50, 1, 1.0), (200, 1, 1.0), (400, 1, 1.0), (0, 20, 0.5), (100, 20, 0.5), (300, 20, 0.5)]:
-        report(f"N3 lagdist+lik, cooldown {cd}, release {rel} under {lvl}", *evaluate(
-            files, S, zcuts, cooldown=cd, release=rel, release_level=lvl))
+    for cd, rel, lvl in [
+        (50, 1, 1.0),
+        (200, 1, 1.0),
+        (400, 1, 1.0),
+        (0, 20, 0.5),
+        (100, 20, 0.5),
+        (300, 20, 0.5),
+    ]:
+        report(
+            f"N3 lagdist+lik, cooldown {cd}, release {rel} under {lvl}",
+            *evaluate(files, S, zcuts, cooldown=cd, release=rel, release_level=lvl),
+        )
     R4 = raw("lagdist", L=4, k=16)
     S = [likelihood_z(r, short=20, of_avg=True) for r in R4]
-    report("N6 lagdist L4 + lik of moving averages (HTM), short 20, cd 200", *evaluate(
-        files, S, zcuts + [10, 12, 15], cooldown=200))
+    report(
+        "N6 lagdist L4 + lik of moving averages (HTM), short 20, cd 200",
+        *evaluate(files, S, [*zcuts, 10, 12, 15], cooldown=200),
+    )
     S = [likelihood_z(r, short=20) for r in R4]
     report("N6 lagdist L4 + lik short 20, cd 200", *evaluate(files, S, zcuts, cooldown=200))
     Sz = [likelihood_z(r, short=20) for r in raw("z")]
     S8 = [likelihood_z(r, short=20) for r in raw("lagdist", L=8, k=16)]
-    report("N7 ensemble max(lik(lagdist L4), lik(z level))", *evaluate(
-        files, [np.maximum(a, b) for a, b in zip(S, Sz)], zcuts, cooldown=200))
-    report("N7 ensemble max(lik(lagdist L4), lik(lagdist L8))", *evaluate(
-        files, [np.maximum(a, b) for a, b in zip(S, S8)], zcuts, cooldown=200))
-    report("N7 ensemble mean(lik(lagdist L4), lik(lagdist L8))", *evaluate(
-        files, [(a + b) / 2 for a, b in zip(S, S8)], zcuts, cooldown=200))
+    report(
+        "N7 ensemble max(lik(lagdist L4), lik(z level))",
+        *evaluate(
+            files, [np.maximum(a, b) for a, b in zip(S, Sz, strict=False)], zcuts, cooldown=200
+        ),
+    )
+    report(
+        "N7 ensemble max(lik(lagdist L4), lik(lagdist L8))",
+        *evaluate(
+            files, [np.maximum(a, b) for a, b in zip(S, S8, strict=False)], zcuts, cooldown=200
+        ),
+    )
+    report(
+        "N7 ensemble mean(lik(lagdist L4), lik(lagdist L8))",
+        *evaluate(files, [(a + b) / 2 for a, b in zip(S, S8, strict=False)], zcuts, cooldown=200),
+    )
     S16 = [likelihood_z(r, short=20) for r in raw("lagdist", L=16, k=16)]
     S2 = [likelihood_z(r, short=20) for r in raw("lagdist", L=2, k=16)]
-    report("N8 ensemble max(lik(lagdist L4, L8, L16))", *evaluate(
-        files, [np.maximum(np.maximum(a, b), c) for a, b, c in zip(S, S8, S16)], zcuts, cooldown=200))
-    report("N8 ensemble max(lik(lagdist L2, L4, L8))", *evaluate(
-        files, [np.maximum(np.maximum(a, b), c) for a, b, c in zip(S2, S, S8)], zcuts, cooldown=200))
+    report(
+        "N8 ensemble max(lik(lagdist L4, L8, L16))",
+        *evaluate(
+            files,
+            [np.maximum(np.maximum(a, b), c) for a, b, c in zip(S, S8, S16, strict=False)],
+            zcuts,
+            cooldown=200,
+        ),
+    )
+    report(
+        "N8 ensemble max(lik(lagdist L2, L4, L8))",
+        *evaluate(
+            files,
+            [np.maximum(np.maximum(a, b), c) for a, b, c in zip(S2, S, S8, strict=False)],
+            zcuts,
+            cooldown=200,
+        ),
+    )
     for cd in [100, 300]:
-        report(f"N8 ensemble max(lik(lagdist L4, L8)), cooldown {cd}", *evaluate(
-            files, [np.maximum(a, b) for a, b in zip(S, S8)], zcuts, cooldown=cd))
+        report(
+            f"N8 ensemble max(lik(lagdist L4, L8)), cooldown {cd}",
+            *evaluate(
+                files, [np.maximum(a, b) for a, b in zip(S, S8, strict=False)], zcuts, cooldown=cd
+            ),
+        )
     if "--more" not in argv:
         return lines
     for short, long, lg in [(5, 8640, True), (20, 8640, True), (10, 2000, True), (10, 8640, False)]:
         S = [likelihood_z(r, short=short, long=long, log=lg) for r in R]
-        report(f"N4 lagdist+lik short {short} long {long} log {lg}, cd 200", *evaluate(
-            files, S, zcuts, cooldown=200))
-    for kw in [dict(L=4, k=16), dict(L=16, k=16), dict(L=8, k=4), dict(L=8, k=32),
-               dict(L=8, k=16, detrend=True)]:
+        report(
+            f"N4 lagdist+lik short {short} long {long} log {lg}, cd 200",
+            *evaluate(files, S, zcuts, cooldown=200),
+        )
+    for kw in [
+        dict(L=4, k=16),
+        dict(L=16, k=16),
+        dict(L=8, k=4),
+        dict(L=8, k=32),
+        dict(L=8, k=16, detrend=True),
+    ]:
         S = [likelihood_z(r) for r in raw("lagdist", **kw)]
-        report(f"N5 lagdist {kw} + lik, cd 200", *evaluate(
-            files, S, zcuts, cooldown=200))
+        report(f"N5 lagdist {kw} + lik, cd 200", *evaluate(files, S, zcuts, cooldown=200))
     return lines
 
 

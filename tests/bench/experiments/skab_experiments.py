@@ -6,6 +6,7 @@ No test labels are used for fitting or thresholds; one configuration for all 16 
 
 Run: .venv/bin/python -m tests.bench.experiments.skab_experiments [--quick]
 """
+
 from __future__ import annotations
 
 import sys
@@ -78,8 +79,10 @@ def drift_mask(Z, thr=1.0):
 
 # ----------------------------------------------------------------- features (causal)
 
-def features(Z, w=8, lag=64, std=True, drift="diff", drift_thr=1.0, channels=None,
-             ema_alpha=None, eps=1e-2):
+
+def features(
+    Z, w=8, lag=64, std=True, drift="diff", drift_thr=1.0, channels=None, ema_alpha=None, eps=1e-2
+):
     """Rolling means of the stable channels, log rolling std of all, and for drifting channels:
     drift='diff' -> mean(t) - mean(t-lag); 'drop' -> nothing; 'level' -> plain rolling mean;
     'ema' -> mean(t) - slow EMA baseline (frozen handled in score loop; here unfrozen)."""
@@ -107,6 +110,7 @@ def features(Z, w=8, lag=64, std=True, drift="diff", drift_thr=1.0, channels=Non
 
 # ----------------------------------------------------------------- scorers: fit(F_fit) -> f(F)
 
+
 def sc_maha(Ff):
     c = LedoitWolf().fit(Ff)
     return lambda F: np.sqrt(c.mahalanobis(F))
@@ -131,6 +135,7 @@ def sc_spe(Ff, var=0.9):
     def f(F):
         G = (F - mu) / sd
         return np.sqrt(((G - p.inverse_transform(p.transform(G))) ** 2).sum(1))
+
     return f
 
 
@@ -144,9 +149,10 @@ def sc_t2q(Ff, var=0.9):
     def f(F):
         G = (F - mu) / sd
         T = p.transform(G)
-        t2 = (T ** 2 / p.explained_variance_).sum(1)
+        t2 = (T**2 / p.explained_variance_).sum(1)
         q = ((G - p.inverse_transform(T)) ** 2).sum(1)
         return t2 / np.quantile(t0, 0.99) + q / np.quantile(q0, 0.99)
+
     return f
 
 
@@ -161,19 +167,25 @@ def sc_kmeans(Ff, k=4, maha=False, var=0.95):
     def f(F):
         T = p.transform((F - mu) / sd)
         d = T[:, None, :] - km.cluster_centers_[None]
-        if maha:
-            dist = np.einsum("bki,ij,bkj->bk", d, cov, d)
-        else:
-            dist = (d ** 2).sum(-1)
+        dist = np.einsum("bki,ij,bkj->bk", d, cov, d) if maha else (d**2).sum(-1)
         return np.sqrt(dist.min(1))
+
     return f
 
 
-SCORERS = {"maha": sc_maha, "euclid": sc_euclid, "maxabs": sc_maxabs, "spe": sc_spe,
-           "t2q": sc_t2q, "km_e": sc_kmeans, "km_m": lambda F: sc_kmeans(F, maha=True)}
+SCORERS = {
+    "maha": sc_maha,
+    "euclid": sc_euclid,
+    "maxabs": sc_maxabs,
+    "spe": sc_spe,
+    "t2q": sc_t2q,
+    "km_e": sc_kmeans,
+    "km_m": lambda F: sc_kmeans(F, maha=True),
+}
 
 
 # ----------------------------------------------------------------- calibration
+
 
 def calibrate(cal, method="max", margin=1.2, q=0.99):
     if method == "max":
@@ -188,8 +200,17 @@ def calibrate(cal, method="max", margin=1.2, q=0.99):
 
 # ----------------------------------------------------------------- one run
 
-def evaluate(data, feat_kw, scorer="maha", cal=("max", 1.2), dec=None, ensemble=None,
-             adaptive=None, per_file=False):
+
+def evaluate(
+    data,
+    feat_kw,
+    scorer="maha",
+    cal=("max", 1.2),
+    dec=None,
+    ensemble=None,
+    adaptive=None,
+    per_file=False,
+):
     """ensemble: list of (scorer, weight) combined by rule ensemble[0]; adaptive: dict for the
     frozen-EMA baseline (alpha, over) applied to the normalised score loop."""
     dec = dec or Decision()
@@ -200,7 +221,7 @@ def evaluate(data, feat_kw, scorer="maha", cal=("max", 1.2), dec=None, ensemble=
         w = feat_kw.get("w", 8)
         warm = max(w, feat_kw.get("lag", 0) if feat_kw.get("drift", "diff") == "diff" else w)
         F = features(Z, **feat_kw)
-        Ff, Fc = F[warm:FIT_END], F[FIT_END:TRAIN]
+        Ff, _Fc = F[warm:FIT_END], F[FIT_END:TRAIN]
         if ensemble is None:
             members = [(scorer, 1.0)]
             rule = "max"
@@ -252,44 +273,71 @@ def main(argv):
         SCALE["mode"] = mode
         for eps in [1e-2, 0.1, 0.3]:
             for sc in ["maha", "spe", "km_m"]:
-                run(f"E2 scale={mode} eps={eps} scorer={sc}", feat_kw=dict(base, eps=eps), scorer=sc)
+                run(
+                    f"E2 scale={mode} eps={eps} scorer={sc}", feat_kw=dict(base, eps=eps), scorer=sc
+                )
     SCALE["mode"] = "robust"
-    data_std = None
     for mode in ["robust", "std"]:
         SCALE["mode"] = mode
         for dt in [0.5, 0.25, "slow0.3", "slow0.5", "all"]:
             for sc in ["maha", "spe"]:
-                run(f"E3 scale={mode} drift_thr={dt} eps=0.3 {sc}",
-                    feat_kw=dict(base, eps=0.3, drift_thr=dt), scorer=sc)
+                run(
+                    f"E3 scale={mode} drift_thr={dt} eps=0.3 {sc}",
+                    feat_kw=dict(base, eps=0.3, drift_thr=dt),
+                    scorer=sc,
+                )
     SCALE["mode"] = "robust"
     for dt in ["smooth0.6", "smooth0.65", "smooth0.7"]:
         for drift in ["diff", "drop"]:
             for sc in ["maha", "spe", "km_m"]:
-                run(f"E4 drift_thr={dt} drift={drift} eps=0.3 {sc}",
-                    feat_kw=dict(base, eps=0.3, drift_thr=dt, drift=drift), scorer=sc)
+                run(
+                    f"E4 drift_thr={dt} drift={drift} eps=0.3 {sc}",
+                    feat_kw=dict(base, eps=0.3, drift_thr=dt, drift=drift),
+                    scorer=sc,
+                )
     best = dict(w=8, std=True, drift="drop", drift_thr="smooth0.65", eps=0.3)
     for w in [4, 16, 32]:
         run(f"E5 best w={w}", feat_kw=dict(best, w=w))
     for eps in [0.1, 1.0]:
         run(f"E5 best eps={eps}", feat_kw=dict(best, eps=eps))
     run("E5 best no std features", feat_kw=dict(best, std=False))
-    for cal in [("max", 1.0), ("max", 1.1), ("max", 1.5), ("quantile", 1.2, 0.99),
-                ("quantile", 1.5, 0.95), ("mad", 6.0), ("mad", 10.0)]:
+    for cal in [
+        ("max", 1.0),
+        ("max", 1.1),
+        ("max", 1.5),
+        ("quantile", 1.2, 0.99),
+        ("quantile", 1.5, 0.95),
+        ("mad", 6.0),
+        ("mad", 10.0),
+    ]:
         run(f"E6 best calibration={cal}", feat_kw=best, cal=cal)
-    for d in [dict(smoothing=4), dict(trigger=3, release=5, release_level=0.9),
-              dict(smoothing=4, trigger=3, release=8, release_level=0.8)]:
+    for d in [
+        dict(smoothing=4),
+        dict(trigger=3, release=5, release_level=0.9),
+        dict(smoothing=4, trigger=3, release=8, release_level=0.8),
+    ]:
         run(f"E7 best decision={d}", feat_kw=best, dec=Decision(**d))
-    for ens in [("max", [("maha", 1), ("spe", 1)]), ("mean", [("maha", 1), ("spe", 1)]),
-                ("mean", [("maha", 1), ("km_m", 1)]), ("vote2", [("maha", 1), ("spe", 1), ("km_m", 1)]),
-                ("mean", [("maha", 2), ("spe", 1), ("km_m", 1)])]:
-        run(f"E8 ensemble {ens[0]} {[m for m, _ in ens[1]]} w={[w for _, w in ens[1]]}",
-            feat_kw=best, ensemble=ens)
+    for ens in [
+        ("max", [("maha", 1), ("spe", 1)]),
+        ("mean", [("maha", 1), ("spe", 1)]),
+        ("mean", [("maha", 1), ("km_m", 1)]),
+        ("vote2", [("maha", 1), ("spe", 1), ("km_m", 1)]),
+        ("mean", [("maha", 2), ("spe", 1), ("km_m", 1)]),
+    ]:
+        run(
+            f"E8 ensemble {ens[0]} {[m for m, _ in ens[1]]} w={[w for _, w in ens[1]]}",
+            feat_kw=best,
+            ensemble=ens,
+        )
     final_dec = Decision(smoothing=4)
     for clip in [8.0, 20.0]:
         for mode in ["robust", "floor"]:
             SCALE.update(mode=mode, clip=clip)
-            run(f"E9 best + smoothing 4, scale={mode}, inputs clipped to +/-{clip}", feat_kw=best,
-                dec=final_dec)
+            run(
+                f"E9 best + smoothing 4, scale={mode}, inputs clipped to +/-{clip}",
+                feat_kw=best,
+                dec=final_dec,
+            )
     SCALE.update(mode="robust", clip=None)
     if "--quick" in argv:
         return results
