@@ -15,6 +15,7 @@ Delivery is at least once: a PUBACK lost to a crash means the alert is sent agai
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -34,6 +35,7 @@ class AlertPublisher:
         self.max_inflight = max_inflight
         self.published = 0  # handed to paho (resends by paho not counted)
         self.acked = 0
+        self.undurable = 0  # published without the outbox (it could not be written)
         self._inflight: dict[int, int] = {}  # mid -> outbox seq; publisher thread only
         self._sent_upto = 0  # highest seq handed to the current client
         self._draining = False
@@ -62,8 +64,20 @@ class AlertPublisher:
 
     def submit(self, *, device: str, topic: str, payload: bytes, state: str,
                alert_id: str) -> int:
-        """Store the alert durably, then let the publisher send it; returns its seq."""
-        seq = self.outbox.put(topic, payload, device=device, state=state, alert_id=alert_id)
+        """Store the alert durably, then let the publisher send it; returns its seq.
+
+        If the outbox cannot be written (disk full, file removed), the alert is still
+        published, without durability, and the error is logged: losing the file must not
+        silence the agent.
+        """
+        try:
+            seq = self.outbox.put(topic, payload, device=device, state=state, alert_id=alert_id)
+        except sqlite3.Error as error:
+            log.error("outbox write failed (%s): publishing %s %s without durability",
+                      error, state, alert_id)
+            self.undurable += 1
+            self.connection.publish(topic, payload, qos=1)
+            return 0
         if seq == 0:
             log.warning("outbox full (%d): dropped %s %s", self.outbox.max_alerts, state, alert_id)
         self._idle.clear()
@@ -132,7 +146,13 @@ class AlertPublisher:
             return
         items = self.outbox.pending(after=self._sent_upto, limit=room)
         for item in items:
-            info = self.connection.publish(item.topic, item.payload, qos=1)
+            try:
+                info = self.connection.publish(item.topic, item.payload, qos=1)
+            except ValueError as error:  # a row that can never be sent must not block the rest
+                log.error("dropping alert %s from the outbox: %s", item.alert_id, error)
+                self.outbox.ack(item.seq)
+                self._sent_upto = item.seq
+                continue
             if info is None or info.rc == MQTT_ERR_QUEUE_SIZE:
                 return  # retried on the next wake
             # rc NO_CONN still means queued by paho: it goes out after the reconnect
