@@ -106,6 +106,9 @@ class LstmAeSpec(_Strict):
 class DistanceSpec(_Strict):
     model: str = "distance"
     lags: int = Field(1, ge=1, description="rows of the window fed as one flattened input row")
+    clip_inputs: bool = Field(
+        True, description="clip inputs to +/- preprocess.clip; off when the model is built to "
+        "measure the full size of a deviation")
 
 
 class IqrSpec(_Strict):

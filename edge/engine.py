@@ -87,8 +87,10 @@ class ScoringEngine:
         assert self.onnx is not None and self.manifest.distance is not None
         lags = self.manifest.distance.lags
         flat = windows[:, -lags:, :].reshape(windows.shape[0], -1)
-        clipped = np.clip(flat, -self.clip, self.clip).astype(np.float32)
-        return {k: v.reshape(-1).astype(np.float64) for k, v in self.onnx.run(clipped).items()}
+        if self.manifest.distance.clip_inputs:
+            flat = np.clip(flat, -self.clip, self.clip)
+        outputs = self.onnx.run(flat.astype(np.float32))
+        return {k: v.reshape(-1).astype(np.float64) for k, v in outputs.items()}
 
     def iqr_excess(self, rows: FloatArray) -> FloatArray:
         """Distance beyond the quartiles in units of k*IQR: 1.0 is exactly on the fence."""
