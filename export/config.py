@@ -1,0 +1,369 @@
+"""`FitConfig`: every choice the trainer makes, each one a `edge-train fit` option.
+
+Each field's metadata holds its help text and option group; `export.fit_command` builds the
+command line from them, so a new field is a new option without touching the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+SCORERS = ("lstm_ae", "spe", "euclidean", "mahalanobis", "iqr")
+THRESHOLD_METHODS = ("quantile", "iqr", "pot", "bhattacharyya")
+
+
+def _meta(help: str, group: str, **extra: Any) -> dict[str, Any]:
+    return {"help": help, "group": group, **extra}
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _weights(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in _split(text):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"expected NAME=WEIGHT, got {part!r}")
+        out[name.strip()] = float(value)
+    return out
+
+
+def _label(text: str) -> str:
+    return "" if text.lower() in ("none", "") else text
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Options of `fit_bundle`; the defaults are the trainer's recommendation."""
+
+    # data
+    time_column: str | None = field(
+        default=None,
+        metadata=_meta("time column (default: found by name or content)", "data", metavar="NAME"),
+    )
+    channels: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_meta(
+            "comma-separated channel columns (default: every numeric column that is not the "
+            "time, label or an obvious non-channel column such as changepoint or fault)",
+            "data",
+            parse=_split,
+            metavar="A,B,C",
+        ),
+    )
+    label_column: str | None = field(
+        default=None,
+        metadata=_meta(
+            "0/1 label column whose anomalous rows are left out of training and used to "
+            "report precision/recall/F1 (default: anomaly, is_anomaly or label if present; "
+            "'none' for no labels)",
+            "data",
+            parse=_label,
+            metavar="NAME",
+        ),
+    )
+    rows: str | None = field(
+        default=None,
+        metadata=_meta(
+            "training rows START:END of the file, in file order, "
+            "Python slice style (e.g. ':400'); default all rows",
+            "data",
+            metavar="START:END",
+        ),
+    )
+    forecast_column: str | None = field(
+        default=None,
+        metadata=_meta(
+            "a forecast column; adds the residual measured - forecast as a channel",
+            "data",
+            metavar="NAME",
+        ),
+    )
+    measured_column: str | None = field(
+        default=None,
+        metadata=_meta(
+            "the measured column the forecast predicts (default: 'value', or the only "
+            "other channel)",
+            "data",
+            metavar="NAME",
+        ),
+    )
+    max_missing: float = field(
+        default=0.5,
+        metadata=_meta(
+            "refuse a channel missing in more than this share of the training rows", "data"
+        ),
+    )
+    gap_factor: float = field(
+        default=5.0,
+        metadata=_meta(
+            "max_gap_s = this x the median sample period; a longer gap restarts the window", "data"
+        ),
+    )
+    # preprocessing
+    transform: str = field(
+        default="auto",
+        metadata=_meta(
+            "variance-stabilising transform for every channel; auto "
+            "picks per channel the least skewed of none/log1p/sqrt (log1p and "
+            "sqrt only for non-negative channels)",
+            "preprocessing",
+            choices=("auto", "none", "log1p", "sqrt"),
+        ),
+    )
+    transform_min_gain: float = field(
+        default=0.25,
+        metadata=_meta(
+            "auto keeps 'none' unless a transform lowers |skewness| by at least this much",
+            "preprocessing",
+        ),
+    )
+    clip: float = field(
+        default=8.0,
+        metadata=_meta("model inputs are clipped to +/- this many scaled units", "preprocessing"),
+    )
+    holdout: float = field(
+        default=0.25,
+        metadata=_meta(
+            "share of the clean training rows (the last ones) held out to "
+            "calibrate thresholds and check parity",
+            "preprocessing",
+        ),
+    )
+    # models
+    window: int = field(default=16, metadata=_meta("window length in rows", "models"))
+    stride: int = field(
+        default=1, metadata=_meta("device scoring stride in rows (manifest)", "models")
+    )
+    train_stride: int = field(
+        default=1, metadata=_meta("stride between training windows", "models")
+    )
+    units: int = field(
+        default=32, metadata=_meta("LSTM units of the encoder and the decoder", "models")
+    )
+    epochs: int = field(
+        default=60,
+        metadata=_meta("maximum training epochs (early stopping on validation loss)", "models"),
+    )
+    patience: int = field(default=6, metadata=_meta("early-stopping patience in epochs", "models"))
+    batch_size: int = field(default=32, metadata=_meta("training batch size", "models"))
+    learning_rate: float = field(default=1e-3, metadata=_meta("Adam learning rate", "models"))
+    val_fraction: float = field(
+        default=0.15,
+        metadata=_meta("last share of the training windows used for early stopping", "models"),
+    )
+    lstm_reduce: str = field(
+        default="mean",
+        metadata=_meta(
+            "LSTM-AE window error: mean over the window or last row",
+            "models",
+            choices=("mean", "last"),
+        ),
+    )
+    calib_samples: int = field(
+        default=256,
+        metadata=_meta("training windows used to calibrate int8 quantisation", "models"),
+    )
+    seed: int = field(
+        default=0, metadata=_meta("random seed (Keras, KMeans, covariance)", "models")
+    )
+    lags: int = field(
+        default=0,
+        metadata=_meta(
+            "rows per distance-model input (0: 1 for multivariate data, 8 for univariate data)",
+            "models",
+        ),
+    )
+    pca_variance: float = field(
+        default=0.95,
+        metadata=_meta(
+            "PCA keeps the fewest components explaining this share "
+            "of variance (at most features - 1)",
+            "models",
+        ),
+    )
+    clusters: int = field(
+        default=0,
+        metadata=_meta(
+            "KMeans clusters (0: chosen by silhouette, 1 if no clear clusters)", "models"
+        ),
+    )
+    max_clusters: int = field(
+        default=6, metadata=_meta("largest cluster count tried when --clusters is 0", "models")
+    )
+    covariance: str = field(
+        default="ledoit_wolf",
+        metadata=_meta(
+            "covariance estimator for Mahalanobis distances",
+            "models",
+            choices=("ledoit_wolf", "mcd", "empirical"),
+        ),
+    )
+    covariance_pooling: str = field(
+        default="per_cluster",
+        metadata=_meta(
+            "one covariance per cluster (small clusters "
+            "use the pooled one) or one pooled covariance",
+            "models",
+            choices=("per_cluster", "pooled"),
+        ),
+    )
+    iqr_k: float = field(
+        default=1.5, metadata=_meta("Tukey fence width k (fence = quartile +/- k*IQR)", "models")
+    )
+    # thresholds
+    threshold_method: str = field(
+        default="pot",
+        metadata=_meta(
+            "how scorer thresholds are calibrated on held-out normal windows",
+            "thresholds",
+            choices=THRESHOLD_METHODS,
+        ),
+    )
+    threshold_quantile: float = field(
+        default=0.995, metadata=_meta("quantile method: quantile of held-out scores", "thresholds")
+    )
+    threshold_margin: float = field(
+        default=0.1,
+        metadata=_meta("quantile method: threshold = quantile x (1+margin)", "thresholds"),
+    )
+    threshold_iqr_k: float = field(
+        default=3.0,
+        metadata=_meta("iqr method: threshold = Q3 + k*IQR of held-out scores", "thresholds"),
+    )
+    pot_level: float = field(
+        default=0.9,
+        metadata=_meta(
+            "pot method: quantile of the initial threshold above which "
+            "excesses are fitted with a generalised Pareto law",
+            "thresholds",
+        ),
+    )
+    pot_risk: float = field(
+        default=1e-3, metadata=_meta("pot method: false-alarm probability per window", "thresholds")
+    )
+    bhattacharyya_bound: float = field(
+        default=2.0,
+        metadata=_meta(
+            "bhattacharyya method: the threshold sits at the smallest shift of the normal "
+            "log-score distribution whose Bhattacharyya distance to it reaches this",
+            "thresholds",
+        ),
+    )
+    iqr_threshold: str = field(
+        default="fence",
+        metadata=_meta(
+            "iqr scorer: 'fence' (1.0 = on the Tukey fence) or 'calibrated' like the other scorers",
+            "thresholds",
+            choices=("fence", "calibrated"),
+        ),
+    )
+    # ensemble and decision
+    ensemble_rule: str = field(
+        default="max",
+        metadata=_meta(
+            "how normalised member scores combine",
+            "ensemble",
+            choices=("max", "mean", "weighted_mean", "vote"),
+        ),
+    )
+    ensemble_members: tuple[str, ...] = field(
+        default=("lstm_ae", "mahalanobis"),
+        metadata=_meta(
+            f"comma-separated members of {', '.join(SCORERS)}",
+            "ensemble",
+            parse=_split,
+            metavar="A,B",
+        ),
+    )
+    ensemble_weights: dict[str, float] | None = field(
+        default=None,
+        metadata=_meta(
+            "weighted_mean weights, e.g. lstm_ae=2,spe=1 (default 1 each)",
+            "ensemble",
+            parse=_weights,
+            metavar="NAME=W,...",
+        ),
+    )
+    ensemble_votes: int = field(
+        default=2, metadata=_meta("vote rule: members over threshold needed", "ensemble")
+    )
+    smoothing: int = field(
+        default=1,
+        metadata=_meta("decision: moving average of the ensemble score, in windows", "decision"),
+    )
+    trigger: int = field(
+        default=3,
+        metadata=_meta("decision: consecutive windows over 1.0 to start an alert", "decision"),
+    )
+    release: int = field(
+        default=5,
+        metadata=_meta("decision: consecutive windows under --release-level to end it", "decision"),
+    )
+    release_level: float = field(
+        default=0.9, metadata=_meta("decision: level that counts as back to normal", "decision")
+    )
+    cooldown_s: float = field(
+        default=0.0,
+        metadata=_meta("decision: seconds after an alert ends before a new one", "decision"),
+    )
+    warmup_windows: int = field(
+        default=0, metadata=_meta("decision: windows ignored after start", "decision")
+    )
+    # checks and output
+    min_int8_corr: float = field(
+        default=0.9,
+        metadata=_meta(
+            "fail if int8-vs-float window-score correlation on held-out windows is lower", "checks"
+        ),
+    )
+    min_int8_agreement: float = field(
+        default=0.9,
+        metadata=_meta(
+            "fail if int8-vs-float threshold decisions agree on fewer held-out windows", "checks"
+        ),
+    )
+    max_onnx_rel_diff: float = field(
+        default=1e-4,
+        metadata=_meta("fail if ONNX and scikit-learn distances differ more (relative)", "checks"),
+    )
+    convert_timeout_s: float = field(
+        default=900.0, metadata=_meta("time limit of the TFLite conversion subprocess", "checks")
+    )
+    name: str | None = field(
+        default=None,
+        metadata=_meta(
+            "bundle name (default: the output directory's name)", "output", metavar="NAME"
+        ),
+    )
+    bundle_version: str | None = field(
+        default=None,
+        metadata=_meta(
+            "bundle version (default: creation time YYYYMMDD.HHMMSS)", "output", metavar="VERSION"
+        ),
+    )
+    report: bool = field(
+        default=True, metadata=_meta("write report/ with plots and report.html", "output")
+    )
+    force: bool = field(
+        default=False, metadata=_meta("replace the output directory if it exists", "output")
+    )
+    sign_key: str | None = field(
+        default=None,
+        metadata=_meta(
+            "Ed25519 private key (PEM) to sign the manifest: not implemented yet",
+            "output",
+            metavar="PEM",
+        ),
+    )
+
+    def summary(self) -> dict[str, Any]:
+        """The config as plain JSON values, for the manifest's training section."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out

@@ -1,0 +1,91 @@
+"""Train on a CSV of normal operation (labelled anomalies are left out) and write a bundle.
+
+The options mirror `export.config.FitConfig` field for field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from export.config import FitConfig
+from export.errors import InputError
+
+NAME = "fit"
+HELP = "train on a CSV and write a bundle"
+GROUPS = {
+    "data": "data",
+    "preprocessing": "preprocessing",
+    "models": "models",
+    "thresholds": "thresholds",
+    "ensemble": "ensemble and decision defaults",
+    "decision": "ensemble and decision defaults",
+    "checks": "checks",
+    "output": "output",
+}
+
+
+def _type_of(default: object) -> type:
+    return type(default) if isinstance(default, (int, float, str)) else str
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "data",
+        type=Path,
+        metavar="DATA.csv",
+        help="training data: a time column and numeric channels",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="BUNDLE_DIR", help="bundle directory to create"
+    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    hints = typing.get_type_hints(FitConfig)
+    for f in fields(FitConfig):
+        title = GROUPS[f.metadata["group"]]
+        group = groups.setdefault(title, parser.add_argument_group(title))
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        kwargs: dict[str, object] = {
+            "dest": f.name,
+            "help": f.metadata["help"],
+            "default": argparse.SUPPRESS,
+        }
+        if hints[f.name] is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = f.metadata.get("parse") or _type_of(default)
+            if "choices" in f.metadata:
+                kwargs["choices"] = f.metadata["choices"]
+            if "metavar" in f.metadata:
+                kwargs["metavar"] = f.metadata["metavar"]
+        if default is not None and not isinstance(default, bool):
+            shown = ",".join(default) if isinstance(default, tuple) else default
+            kwargs["help"] = f"{kwargs['help']} (default: {shown})"
+        group.add_argument(flag, **kwargs)  # type: ignore[arg-type]
+
+
+def config_from_args(args: argparse.Namespace) -> FitConfig:
+    values = {f.name: getattr(args, f.name) for f in fields(FitConfig) if hasattr(args, f.name)}
+    return FitConfig(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from export.fit import fit_bundle
+
+    config = config_from_args(args)
+    if not args.data.is_file():
+        raise InputError(f"DATA.csv {args.data} does not exist or is not a file")
+
+    def show(line: str) -> None:
+        print(line, flush=True)
+
+    print(f"edge-train fit: {args.data} -> {args.out}", flush=True)
+    result = fit_bundle(args.data, args.out, config, progress=show)
+    if result.report is not None:
+        print(f"report: {result.report}", flush=True)
+    sys.stdout.flush()
+    return 0

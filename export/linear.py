@@ -1,0 +1,134 @@
+"""The linear scorers: PCA, KMeans on the PCA features, and per point
+
+- `spe`: squared PCA reconstruction error (the Q statistic),
+- `euclidean`: distance to the nearest KMeans centroid in PCA space,
+- `mahalanobis`: distance to that same centroid under the cluster's (or the pooled)
+  inverse covariance from a scikit-learn estimator (Ledoit-Wolf by default).
+
+`LinearModel.scores` is the float64 reference that the ONNX export is checked against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.cluster import KMeans
+from sklearn.covariance import EmpiricalCovariance, LedoitWolf, MinCovDet
+from sklearn.decomposition import PCA
+from sklearn.metrics import silhouette_score
+
+from export.config import FitConfig
+
+FloatArray = npt.NDArray[np.float64]
+MIN_SILHOUETTE = 0.25
+OUTPUTS = ("spe", "euclidean", "mahalanobis")
+
+
+@dataclass
+class LinearModel:
+    pca: PCA
+    kmeans: KMeans
+    precisions: FloatArray  # (K, d, d) inverse covariance used for each cluster
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.pca.n_features_in_)
+
+    def scores(self, x: FloatArray) -> dict[str, FloatArray]:
+        """Reference scores of feature rows (N, lags*C) in float64."""
+        x = np.asarray(x, dtype=np.float64)
+        z = self.pca.transform(x)
+        spe = np.sum(np.square(x - self.pca.inverse_transform(z)), axis=1)
+        label = self.kmeans.predict(z)
+        diff = z - self.kmeans.cluster_centers_[label]
+        maha2 = np.einsum("nd,nde,ne->n", diff, self.precisions[label], diff)
+        return {
+            "spe": spe,
+            "euclidean": np.linalg.norm(diff, axis=1),
+            "mahalanobis": np.sqrt(np.maximum(maha2, 0.0)),
+        }
+
+
+def lag_features(windows: FloatArray, lags: int, clip: float) -> FloatArray:
+    """The distance model's input exactly as the engine builds it: last `lags` rows, clipped."""
+    flat = windows[:, -lags:, :].reshape(windows.shape[0], -1)
+    return np.clip(flat, -clip, clip).astype(np.float32).astype(np.float64)
+
+
+def _components(pca: PCA, share: float, n_features: int) -> int:
+    cumulative = np.cumsum(pca.explained_variance_ratio_)
+    k = int(np.searchsorted(cumulative, share) + 1)
+    return max(1, min(k, n_features - 1)) if n_features > 1 else 1
+
+
+def _choose_k(z: FloatArray, config: FitConfig) -> tuple[int, dict[str, float]]:
+    if config.clusters > 0:
+        return config.clusters, {}
+    min_size = max(10, 2 * z.shape[1])
+    sample = min(len(z), 2000)
+    scores: dict[str, float] = {}
+    for k in range(2, config.max_clusters + 1):
+        if len(z) < k * min_size:
+            break
+        km = KMeans(k, n_init=10, random_state=config.seed).fit(z)
+        if np.bincount(km.labels_, minlength=k).min() < min_size:
+            continue
+        scores[str(k)] = float(
+            silhouette_score(z, km.labels_, sample_size=sample, random_state=config.seed)
+        )
+    best = max(scores, key=lambda k: scores[k], default=None)
+    if best is None or scores[best] < MIN_SILHOUETTE:
+        return 1, scores
+    return int(best), scores
+
+
+def _estimator(kind: str, seed: int) -> Any:
+    if kind == "mcd":
+        return MinCovDet(random_state=seed)
+    if kind == "empirical":
+        return EmpiricalCovariance()
+    return LedoitWolf()
+
+
+def _precision(kind: str, seed: int, residuals: FloatArray) -> FloatArray:
+    est = _estimator(kind, seed).fit(residuals)
+    precision = np.asarray(est.get_precision(), dtype=np.float64)
+    return (precision + precision.T) / 2.0
+
+
+def fit_linear(x: FloatArray, config: FitConfig) -> LinearModel:
+    """Fit PCA, KMeans and the inverse covariances on training feature rows."""
+    n_features = x.shape[1]
+    full = PCA(random_state=config.seed).fit(x)
+    d = _components(full, config.pca_variance, n_features)
+    pca = PCA(n_components=d, random_state=config.seed).fit(x)
+    z = pca.transform(x)
+    k, silhouettes = _choose_k(z, config)
+    kmeans = KMeans(k, n_init=10, random_state=config.seed).fit(z)
+    labels = kmeans.labels_
+    residuals = z - kmeans.cluster_centers_[labels]
+    pooled = _precision(config.covariance, config.seed, residuals)
+    precisions = np.repeat(pooled[None], k, axis=0)
+    own = []
+    if config.covariance_pooling == "per_cluster":
+        for c in range(k):
+            members = residuals[labels == c]
+            if len(members) >= max(20, 5 * d):
+                precisions[c] = _precision(config.covariance, config.seed, members)
+                own.append(c)
+    info = {
+        "features": n_features,
+        "pca_components": d,
+        "explained_variance": round(float(pca.explained_variance_ratio_.sum()), 6),
+        "clusters": k,
+        "silhouette": {key: round(v, 4) for key, v in silhouettes.items()},
+        "cluster_sizes": np.bincount(labels, minlength=k).tolist(),
+        "covariance": config.covariance,
+        "covariance_pooling": config.covariance_pooling,
+        "clusters_with_own_covariance": own,
+    }
+    return LinearModel(pca, kmeans, precisions, info)

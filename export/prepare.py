@@ -1,0 +1,370 @@
+"""Load a CSV, clean it and fit the preprocessing the device will apply (edge.preprocess).
+
+Cleaning, in order: rows sorted by time with duplicate time stamps dropped (the last one
+kept); `--rows` picks training rows (file order); label-anomalous rows are left out of
+training; NaN are forward-filled exactly as the device's `ForwardFill` does (the training
+median before the first valid value); a gap longer than `max_gap_s` restarts the window.
+Per channel a variance-stabilising transform and a robust scale are fitted on the first
+(1 - holdout) of the clean training rows; the rest is held out for calibration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.bundle import ChannelPreprocess, ForecastResidual, IqrSpec, Preprocess
+from edge.preprocess import scale_rows
+from edge.table import Table, TableError, read_table
+from export.config import FitConfig
+from export.errors import InputError
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+OPTION_FLAGS = {
+    "time_column": "--time-column",
+    "channels": "--channels",
+    "label_column": "--label-column",
+}
+MIN_FIT_WINDOWS = 32
+MIN_CALIB_WINDOWS = 8
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The file's rows after cleaning, channels in manifest order (residual derived)."""
+
+    source: Path
+    table: Table
+    timestamps: FloatArray
+    raw: FloatArray
+    labels: BoolArray | None
+    train: BoolArray  # rows picked by --rows
+    channels: list[str]
+    forecast: ForecastResidual | None
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class Prepared:
+    data: Dataset
+    preprocess: Preprocess
+    iqr: IqrSpec
+    sample_period_s: float
+    scaled: FloatArray  # every row, forward-filled and scaled, unclipped
+    gap_before: BoolArray  # row i starts a new window run (gap > max_gap_s before it)
+    fit_ends: IntArray  # last-row indices of the training windows
+    calib_ends: IntArray  # last-row indices of the held-out normal windows
+    fit_rows: BoolArray
+    calib_rows: BoolArray
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def windows(self, ends: IntArray, length: int) -> FloatArray:
+        return windows_at(self.scaled, ends, length)
+
+
+def windows_at(rows: FloatArray, ends: IntArray, length: int) -> FloatArray:
+    """Windows (B, length, C) of `rows` ending at the given row indices."""
+    view = np.lib.stride_tricks.sliding_window_view(rows, length, axis=0)  # (n-L+1, C, L)
+    return np.ascontiguousarray(view[ends - length + 1].transpose(0, 2, 1))
+
+
+def window_ends(ok: BoolArray, gap_before: BoolArray, length: int, stride: int = 1) -> IntArray:
+    """Rows i such that rows i-length+1..i are all `ok` with no gap between them."""
+    n = ok.shape[0]
+    idx = np.arange(n)
+    starts = gap_before.copy()
+    starts[1:] |= ~ok[:-1]
+    if n:
+        starts[0] = True
+    run_start = np.maximum.accumulate(np.where(starts, idx, 0))
+    run_len = idx - run_start + 1
+    keep = ok & (run_len >= length) & ((run_len - length) % stride == 0)
+    return idx[keep].astype(np.int64)
+
+
+def forward_fill(raw: FloatArray, fill: FloatArray) -> FloatArray:
+    """Vectorised `edge.preprocess.ForwardFill.fill_rows` (same result, tested)."""
+    valid = np.isfinite(raw)
+    idx = np.where(valid, np.arange(raw.shape[0])[:, None], -1)
+    last = np.maximum.accumulate(idx, axis=0)
+    out = raw[np.maximum(last, 0), np.arange(raw.shape[1])]
+    return np.where(last >= 0, out, fill[None, :])
+
+
+def parse_rows(text: str | None, n: int) -> BoolArray:
+    mask = np.zeros(n, dtype=bool)
+    if text is None:
+        mask[:] = True
+        return mask
+    start, sep, end = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        lo = int(start) if start.strip() else None
+        hi = int(end) if end.strip() else None
+    except ValueError:
+        raise InputError(f"--rows {text!r}: expected START:END, e.g. ':400' or '100:900'") from None
+    mask[slice(lo, hi)] = True
+    if not mask.any():
+        raise InputError(f"--rows {text!r} selects no rows of the {n} in the file")
+    return mask
+
+
+def _read(csv_path: Path, config: FitConfig) -> tuple[Table, ForecastResidual | None]:
+    wanted = list(config.channels) if config.channels is not None else None
+    if wanted is not None and config.forecast_column:
+        extra = [config.forecast_column]
+        if config.measured_column:
+            extra.append(config.measured_column)
+        wanted += [c for c in extra if c not in wanted]
+    try:
+        table = read_table(csv_path, config.time_column, wanted, config.label_column)
+    except TableError as exc:
+        flag = OPTION_FLAGS.get(exc.option or "")
+        message = (
+            str(exc)
+            .replace("the time column option", "--time-column")
+            .replace("the channels option", "--channels")
+        )
+        if flag and flag not in message:
+            message += f" ({flag})"
+        raise InputError(f"{csv_path.name}: {message}") from exc
+    if not config.forecast_column:
+        return table, None
+    forecast = config.forecast_column
+    if forecast not in table.channels:
+        raise InputError(
+            f"--forecast-column {forecast!r} is not a numeric column of "
+            f"{csv_path.name} ({', '.join(table.channels)})"
+        )
+    others = [c for c in table.channels if c != forecast]
+    measured = config.measured_column or ("value" if "value" in others else None)
+    if measured is None and len(others) == 1:
+        measured = others[0]
+    if measured is None or measured not in others:
+        raise InputError(
+            f"--forecast-column {forecast!r} needs --measured-column, the numeric "
+            f"column it forecasts (one of {', '.join(others)})"
+            + (f"; {measured!r} is not one" if measured else "")
+        )
+    return table, ForecastResidual(
+        name=f"{measured}_residual", measured=measured, forecast=forecast
+    )
+
+
+def load_dataset(csv_path: Path, config: FitConfig) -> Dataset:
+    """Read and clean the file: sort by time, drop duplicate stamps (keep the last)."""
+    table, forecast = _read(csv_path, config)
+    n = len(table)
+    train_file = parse_rows(config.rows, n)
+    order = np.lexsort((np.arange(n), table.timestamps))
+    stamps = table.timestamps[order]
+    keep = np.ones(n, dtype=bool)
+    keep[:-1] = stamps[1:] != stamps[:-1]  # the last row of each equal-stamp run
+    rows = order[keep]
+    values = table.values
+    channels = list(table.channels)
+    if forecast is not None:
+        j_m, j_f = channels.index(forecast.measured), channels.index(forecast.forecast)
+        residual = values[:, j_m] - values[:, j_f]
+        keep_cols = [j for j in range(len(channels)) if j != j_f]
+        values = np.column_stack([values[:, keep_cols], residual])
+        channels = [channels[j] for j in keep_cols] + [forecast.name]
+    return Dataset(
+        source=csv_path,
+        table=table,
+        timestamps=table.timestamps[rows],
+        raw=values[rows],
+        labels=table.labels[rows] if table.labels is not None else None,
+        train=train_file[rows],
+        channels=channels,
+        forecast=forecast,
+        duplicates=int(n - rows.shape[0]),
+    )
+
+
+def _skew(values: FloatArray) -> float:
+    centred = values - values.mean()
+    sd = centred.std()
+    return float(np.mean(centred**3) / sd**3) if sd > 0 else 0.0
+
+
+def _apply(kind: str, values: FloatArray) -> FloatArray:
+    if kind == "log1p":
+        return np.log1p(np.maximum(values, 0.0))
+    if kind == "sqrt":
+        return np.sqrt(np.maximum(values, 0.0))
+    return values
+
+
+def choose_transform(values: FloatArray, config: FitConfig) -> tuple[str, dict[str, float]]:
+    """`auto`: the least skewed of none/log1p/sqrt (non-negative channels only), kept `none`
+    unless the gain in |skewness| reaches `transform_min_gain`."""
+    if config.transform != "auto":
+        if config.transform != "none" and values.min() < 0:
+            return "none", {}
+        return config.transform, {}
+    candidates = ["none"] + (["log1p", "sqrt"] if values.min() >= 0 else [])
+    skews = {kind: abs(_skew(_apply(kind, values))) for kind in candidates}
+    best = min(skews, key=lambda k: skews[k])
+    if skews["none"] - skews[best] < config.transform_min_gain:
+        best = "none"
+    return best, skews
+
+
+def _robust_scale(t: FloatArray) -> tuple[float, float, str]:
+    """Median and IQR/1.349; the standard deviation instead when the IQR is degenerate
+    (under a tenth of the std: a channel stuck on a few values, e.g. a quantised sensor)."""
+    center = float(np.median(t))
+    q1, q3 = np.percentile(t, [25, 75])
+    floor = 1e-9 * max(1.0, abs(center))
+    scale, how = float(q3 - q1) / 1.349, "iqr"
+    sd = float(t.std())
+    if scale < 0.1 * sd or scale <= floor:
+        scale, how = sd, "std"
+    return center, max(scale, floor), how
+
+
+def fit_channel(name: str, raw: FloatArray, config: FitConfig) -> tuple[ChannelPreprocess, dict]:
+    """Transform and robust scale of one channel from its valid fit-row values."""
+    values = raw[np.isfinite(raw)]
+    if values.size == 0 or np.ptp(values) <= 1e-12 * max(1.0, float(np.abs(values).max())):
+        shown = f"{values[0]:g}" if values.size else "nothing"
+        raise InputError(
+            f"channel {name!r} is constant in the training rows (value {shown}): "
+            "it carries no information; leave it out with --channels"
+        )
+    kind, skews = choose_transform(values, config)
+    center, scale, how = _robust_scale(_apply(kind, values))
+    spec = ChannelPreprocess(
+        name=name,
+        transform=kind,
+        offset=0.0,
+        center=center,
+        scale=scale,
+        fill=float(np.median(values)),
+    )  # type: ignore[arg-type]
+    info = {
+        "transform": kind,
+        "abs_skew": {k: round(v, 4) for k, v in skews.items()},
+        "scale_from": how,
+    }
+    return spec, info
+
+
+def iqr_fences(scaled: FloatArray, k: float) -> IqrSpec:
+    """Per-channel quartiles in scaled units. A degenerate IQR (under a tenth of a normal
+    channel's 1.349, e.g. a sensor stuck on a few values) is replaced by the Gaussian
+    quartiles +/-0.6745 around the median, so the fence is not absurdly tight."""
+    q1, med, q3 = np.nanpercentile(scaled, [25, 50, 75], axis=0)
+    flat = (q3 - q1) < 0.1 * 1.349
+    q1 = np.where(flat, med - 0.6745, q1)
+    q3 = np.where(flat, med + 0.6745, q3)
+    return IqrSpec(q1=[float(v) for v in q1], q3=[float(v) for v in q3], k=k)
+
+
+def _check_missing(data: Dataset, rows: BoolArray, limit: float) -> None:
+    missing = np.isnan(data.raw[rows]).mean(axis=0)
+    for name, share in zip(data.channels, missing, strict=True):
+        if share > limit:
+            raise InputError(
+                f"channel {name!r} is missing in {share:.0%} of the training rows "
+                f"(limit {limit:.0%}, --max-missing); leave it out with --channels"
+            )
+
+
+def _sample_period(stamps: FloatArray) -> float:
+    steps = np.diff(stamps)
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        raise InputError(
+            "the training rows need at least two distinct time stamps (--time-column, --rows)"
+        )
+    return float(np.median(steps))
+
+
+def prepare(csv_path: Path, config: FitConfig) -> Prepared:
+    """Everything the model fits need, or an InputError naming the column or option."""
+    if config.window < 2:
+        raise InputError(f"--window {config.window}: a window needs at least 2 rows")
+    if not 0.05 <= config.holdout <= 0.5:
+        raise InputError(f"--holdout {config.holdout}: use a share between 0.05 and 0.5")
+    data = load_dataset(csv_path, config)
+    normal = ~data.labels if data.labels is not None else np.ones(len(data.raw), dtype=bool)
+    usable = data.train & normal
+    if usable.sum() < 2:
+        raise InputError(
+            f"--rows {config.rows or ':'} leaves {int(usable.sum())} normal "
+            f"training rows in {csv_path.name}"
+        )
+    _check_missing(data, usable, config.max_missing)
+    period = _sample_period(data.timestamps[data.train])
+    max_gap = config.gap_factor * period
+    gap_before = np.ones(len(data.raw), dtype=bool)
+    gap_before[1:] = np.diff(data.timestamps) > max_gap
+
+    normal_idx = np.flatnonzero(usable)
+    boundary = normal_idx[len(normal_idx) - max(1, round(config.holdout * len(normal_idx)))]
+    idx = np.arange(len(data.raw))
+    fit_rows, calib_rows = usable & (idx < boundary), usable & (idx >= boundary)
+    fit_ends = window_ends(fit_rows, gap_before, config.window, config.train_stride)
+    calib_ends = window_ends(calib_rows, gap_before, config.window, 1)
+    if len(fit_ends) < MIN_FIT_WINDOWS or len(calib_ends) < MIN_CALIB_WINDOWS:
+        raise InputError(
+            f"too few rows for the window: {len(normal_idx)} normal training rows "
+            f"(--rows {config.rows or ':'}) give {len(fit_ends)} training and "
+            f"{len(calib_ends)} held-out windows of --window {config.window} (need at least "
+            f"{MIN_FIT_WINDOWS} and {MIN_CALIB_WINDOWS}); use more --rows or a smaller --window"
+        )
+
+    channels, info = [], {}
+    for j, name in enumerate(data.channels):
+        spec, info[name] = fit_channel(name, data.raw[fit_rows, j], config)
+        channels.append(spec)
+    preprocess = Preprocess(
+        channels=channels, clip=config.clip, max_gap_s=max_gap, forecast=data.forecast
+    )
+    fill = np.array([c.fill for c in channels])
+    scaled = scale_rows(forward_fill(data.raw, fill), preprocess)
+    iqr = iqr_fences(scaled[fit_rows], config.iqr_k)
+    summary = {
+        "rows_in_file": len(data.table),
+        "rows_after_cleaning": len(data.raw),
+        "duplicate_stamps_dropped": data.duplicates,
+        "training_rows": int(data.train.sum()),
+        "anomalous_training_rows_left_out": int((data.train & ~normal).sum()),
+        "fit_rows": int(fit_rows.sum()),
+        "holdout_rows": int(calib_rows.sum()),
+        "fit_windows": len(fit_ends),
+        "holdout_windows": len(calib_ends),
+        "gaps_over_max_gap": int(gap_before[1:].sum()),
+        "missing_share": {
+            c: round(float(v), 4)
+            for c, v in zip(data.channels, np.isnan(data.raw[usable]).mean(axis=0), strict=True)
+        },
+        "channels": info,
+        "time_column": data.table.time_column,
+        "label_column": data.table.label_column,
+        "delimiter": data.table.delimiter,
+        "skipped_columns": data.table.skipped,
+    }
+    return Prepared(
+        data,
+        preprocess,
+        iqr,
+        period,
+        scaled,
+        gap_before,
+        fit_ends,
+        calib_ends,
+        fit_rows,
+        calib_rows,
+        summary,
+    )
