@@ -121,8 +121,9 @@ class Pms5003Decoder:
                 self.stats["frames"] += 1
                 frames.append(frame)
                 continue
-            restart = self._buffer.find(HEADER, 1, FRAME_SIZE)
-            if restart > 0:
+            # a header may straddle the frame's last byte: a frame cut to 31 bytes
+            restart = self._buffer.find(HEADER, 1, FRAME_SIZE + 1)
+            if 0 < restart < FRAME_SIZE:
                 self._bad("truncated_frame", restart, f"a new frame started at byte {restart}")
             else:
                 self._bad("bad_frame_checksum", FRAME_SIZE, "checksum mismatch")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -49,6 +50,8 @@ class Broker:
         conf.write_text(
             f"{self.listener}\n"
             f"persistence false\n"
+            # as root Mosquitto would switch to the `mosquitto` user and lose its log file
+            f"user {getpass.getuser()}\n"
             f"log_dest file {self.dir / 'mosquitto.log'}\n"
             f"log_type error\nlog_type warning\nlog_type notice\n"
             f"{self.extra_config}\n"

@@ -145,3 +145,13 @@ def test_every_frame_between_garbage_is_found(parts: list[tuple[bytes, int]], si
     assert got == [frame(k) for _, k in parts]
     assert decoder.stats["garbage_bytes"] == sum(len(noise) for noise, _ in parts)
     assert decoder.pending == 0 and accounted(decoder)
+
+
+def test_frame_cut_to_31_bytes_keeps_the_next_frame() -> None:
+    from edge.pms5003 import Pms5003Decoder, Pms5003Frame
+
+    good = Pms5003Frame(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12).encode()
+    decoder = Pms5003Decoder()
+    frames = decoder.feed(good[:31] + good + good)
+    assert len(frames) == 2
+    assert decoder.stats["truncated_frame"] == 1
