@@ -25,6 +25,7 @@ from edge.config import AgentConfig, SerialSource, StdinSource
 from edge.config import MqttSource as MqttSourceConfig
 from edge.decide import AlertEvent, AlertOptions, BundleInfo
 from edge.engine import ScoringEngine
+from edge.homeassistant import HomeAssistantPublisher
 from edge.mqtt_client import MqttConnection, Topics
 from edge.outbox import Outbox
 from edge.pipeline import Gateway
@@ -37,6 +38,7 @@ from edge.sources import Item, ItemQueue, Payload, Source, SourceDone
 from edge.sources.mqtt import MqttSource
 from edge.sources.serial_pms5003 import SerialPms5003Source
 from edge.sources.stdin import StdinSource as StdinReader
+from edge.systemd import Notifier
 
 log = logging.getLogger("edge.agent")
 
@@ -45,7 +47,9 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop`, or the end of a stdin-only input); returns 0."""
     stop = stop or _stop_on_signals()
     agent = Agent(config, load_bundle(config.bundle.path, config.bundle.public_key))
+    systemd = Notifier.from_env()  # inert outside a systemd Type=notify unit
     with agent:
+        systemd.ready(f"sources: {', '.join(s.name for s in agent.sources)}")
         next_expire = 0.0
         while not stop.is_set() and not agent.input_ended:
             item = _next(agent.items, timeout=0.25)
@@ -56,7 +60,9 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
                 agent.publish(agent.expire_silent(now))
                 next_expire = now + 1.0
             agent.tick(now)
+            systemd.watchdog(now)
         log.info("stopping: %s", "input ended" if agent.input_ended else "signal")
+        systemd.stopping()
         agent.publish(agent.gateway.close("shutdown"))
     return 0
 
@@ -110,6 +116,9 @@ class Agent:
         self.metrics = MetricsPublisher(
             self.connection, self.topics, self.collect_metrics, config.metrics.interval_s)
         self.stdout = StdoutSink() if config.stdout.enabled else None
+        self.homeassistant = HomeAssistantPublisher(
+            self.connection, self.topics, config.homeassistant, self.info, __version__,
+            config.fixed_devices) if config.homeassistant.enabled else None
         self.items: ItemQueue = queue.Queue(maxsize=config.limits.queue_size)
         self.sources = [self._source(cfg) for cfg in config.sources]
         self._finite = {s.name for s in self.sources if isinstance(s, StdinReader)}
@@ -170,8 +179,12 @@ class Agent:
         if reading.device in self.gateway.pipelines:
             self._last_seen[reading.device] = time.monotonic()
             self.status.add_device(reading.device)
+            if self.homeassistant is not None:
+                self.homeassistant.add_device(reading.device)
         if outcome is not None:
             self.publish(outcome.events)
+            if self.homeassistant is not None and outcome.scored:
+                self.homeassistant.observe(outcome.device, outcome.score, outcome.ts)
 
     def expire_silent(self, now: float) -> list[AlertEvent]:
         """End the open alert of a device silent for longer than the bundle's `max_gap_s`.
@@ -203,6 +216,8 @@ class Agent:
                 device=event.device, topic=self.topics.alert(event.device), state=event.state,
                 alert_id=event.id, payload=json.dumps(payload, separators=(",", ":")).encode())
             self.alert_counts[event.state] = self.alert_counts.get(event.state, 0) + 1
+            if self.homeassistant is not None:
+                self.homeassistant.event(event)
             if self.stdout is not None:
                 self.stdout.write(payload)
             top = ", ".join(f"{c.name} {c.contribution:.0%}" for c in event.channels) or "-"

@@ -241,6 +241,17 @@ class StdoutConfig(_Section):
 class HomeAssistantConfig(_Section):
     enabled: bool = Field(False, description="publish Home Assistant MQTT discovery messages")
     discovery_prefix: str = Field("homeassistant", min_length=1, description="HA discovery prefix")
+    score_every_s: float = Field(
+        30.0, ge=1, description="publish the score on <prefix>/<device>/state at most this often "
+                                "(alert start and end go out at once)")
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _discovery_prefix(cls, value: str) -> str:
+        if value.startswith("/") or value.endswith("/") or "//" in value or any(
+                c in value for c in "+#\x00"):
+            raise ValueError("must be topic levels without wildcards or leading/trailing '/'")
+        return value
 
 
 class LimitsConfig(_Section):
