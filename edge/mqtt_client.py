@@ -158,8 +158,10 @@ class MqttConnection:
             client.tls_insecure_set(tls.insecure)
         client.will_set(self.will_topic, "offline", qos=1, retain=True)
         client.reconnect_delay_set(cfg.reconnect_min_delay_s, cfg.reconnect_max_delay_s)
-        # the alert publisher bounds what is in flight; paho must never queue instead
-        client.max_inflight_messages_set(cfg.max_inflight + 16)
+        # No paho limit: the alert publisher bounds alerts in flight itself (status messages
+        # are one per device). A paho-side limit would park messages as "queued", and paho's
+        # resend after a reconnect stops at the first queued message.
+        client.max_inflight_messages_set(0)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_connect_fail = self._handle_connect_fail

@@ -145,8 +145,8 @@ def test_broker_outage_loses_no_alert_and_keeps_order(
         outage_started = time.monotonic()
         time.sleep(12)
         during_outage = len(agent.stdout_alerts) - before_outage
+        back_at = time.monotonic()  # before start(): the agent may connect at once
         broker.start()
-        back_at = time.monotonic()
         outage_s = back_at - outage_started
         time.sleep(4)  # more alerts after the broker is back
         stop_feed.set()
@@ -159,7 +159,8 @@ def test_broker_outage_loses_no_alert_and_keeps_order(
         received = [event_key(a) for a in seen.alerts("pod-o")]
         status = seen.on(f"{PREFIX}/agent-out/status")
     # `online` again after the reconnect (a live publish, not the broker's retained copy)
-    assert any(m.payload == b"online" and not m.retain and m.at > back_at for m in status)
+    assert any(m.payload == b"online" and not m.retain and m.at > back_at for m in status), [
+        (m.payload, m.retain, round(m.at - back_at, 2)) for m in status]
     assert status[-1].payload == b"offline"  # the clean exit at the end of input
     print(f"broker down {outage_s:.1f}s: produced {len(produced)} alerts "
           f"({during_outage} while the broker was down), received {len(received)} "
