@@ -211,6 +211,14 @@ class FitConfig:
             choices=("per_cluster", "pooled"),
         ),
     )
+    distance_clip: bool = field(
+        default=True,
+        metadata=_meta(
+            "clip the distance model's inputs to +/- --clip like the autoencoder's; "
+            "--no-distance-clip lets a distance measure the full size of a deviation",
+            "models",
+        ),
+    )
     iqr_k: float = field(
         default=1.5, metadata=_meta("Tukey fence width k (fence = quartile +/- k*IQR)", "models")
     )

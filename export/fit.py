@@ -181,7 +181,7 @@ class _Build:
             preprocess=p.preprocess,
             models=self.models,
             lstm_ae=LstmAeSpec(reduce=c.lstm_reduce),  # type: ignore[arg-type]
-            distance=DistanceSpec(lags=self.lags),
+            distance=DistanceSpec(lags=self.lags, clip_inputs=c.distance_clip),
             iqr=p.iqr,
             scorers=_scorers(thresholds, spe),
             ensemble=Ensemble(
@@ -209,20 +209,25 @@ def _stage(build: _Build, key: str, started: float) -> None:
     build.stage_seconds[key] = round(time.perf_counter() - started, 2)
 
 
+def _distance_clip(config: FitConfig) -> float | None:
+    return config.clip if config.distance_clip else None
+
+
 def _fit_linear(build: _Build) -> None:
     from export.linear import fit_linear, lag_features
     from export.onnx_export import export_distance
 
     started = time.perf_counter()
     p, c = build.prep, build.config
-    x = lag_features(p.windows(p.fit_ends, c.window), build.lags, c.clip)
+    x = lag_features(p.windows(p.fit_ends, c.window), build.lags, _distance_clip(c))
     build.linear = fit_linear(x, c)
     build.models["distance"] = export_distance(build.linear, build.folder / DISTANCE_FILE)
     info = build.linear.info
     _stage(build, "linear", started)
     build.say(
         f"[2/7] linear scorers: {info['features']} features (lags {build.lags}) -> PCA "
-        f"{info['pca_components']} components ({info['explained_variance']:.1%} "
+        f"{info['pca_components']} component{'s' if info['pca_components'] > 1 else ''} "
+        f"({info['explained_variance']:.1%} "
         f"variance), KMeans k={info['clusters']}, {c.covariance} covariance "
         f"({c.covariance_pooling}); {DISTANCE_FILE} "
         f"{(build.folder / DISTANCE_FILE).stat().st_size / 1024:.1f} KB"
@@ -282,6 +287,26 @@ def _thresholds(build: _Build, heldout: WindowScores) -> dict[str, Threshold]:
     return out
 
 
+def _latency(engine: ScoringEngine, prep: Prepared, runs: int = 200) -> dict[str, Any]:
+    """Median time to score one window here (one thread), whole engine and TFLite alone."""
+    window = prep.windows(prep.calib_ends[:1], engine.manifest.window.length)
+    clipped = np.clip(window, -engine.clip, engine.clip).astype(np.float32)
+    assert engine.tflite is not None
+    timings: dict[str, list[float]] = {"engine": [], "tflite": []}
+    for i in range(runs + 10):
+        t0 = time.perf_counter()
+        engine.score_windows(window)
+        t1 = time.perf_counter()
+        engine.tflite.run(clipped)
+        t2 = time.perf_counter()
+        if i >= 10:  # warm-up
+            timings["engine"].append(t1 - t0)
+            timings["tflite"].append(t2 - t1)
+    out: dict[str, Any] = {k: round(1000 * float(np.median(v)), 4) for k, v in timings.items()}
+    out["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip()
+    return out
+
+
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
     if a.size < 2 or np.std(a) == 0 or np.std(b) == 0:
         return 1.0 if np.allclose(a, b) else 0.0
@@ -300,7 +325,9 @@ def _parity(
     for label, scores in (("heldout", heldout), ("all_rows", every)):
         windows = p.windows(scores.ends, c.window)
         per_output = onnx_parity(
-            build.folder / DISTANCE_FILE, build.linear, lag_features(windows, build.lags, c.clip)
+            build.folder / DISTANCE_FILE,
+            build.linear,
+            lag_features(windows, build.lags, _distance_clip(c)),
         )
         ref = window_errors(build.ae.model, windows, c.clip, c.lstm_reduce).mean(axis=1)
         got = scores.raw["lstm_ae"]
@@ -490,6 +517,7 @@ def _run(
         np.ones(len(prep.scaled), dtype=bool), prep.gap_before, config.window, config.stride
     )
     every = score_file(engine, prep.scaled, all_ends)
+    build.training["latency_ms_per_window"] = _latency(engine, prep)
     thresholds = _thresholds(build, heldout)
     say(
         f"[5/7] thresholds ({config.threshold_method} on {len(prep.calib_ends)} held-out "

@@ -53,10 +53,13 @@ class LinearModel:
         }
 
 
-def lag_features(windows: FloatArray, lags: int, clip: float) -> FloatArray:
-    """The distance model's input exactly as the engine builds it: last `lags` rows, clipped."""
+def lag_features(windows: FloatArray, lags: int, clip: float | None) -> FloatArray:
+    """The distance model's input exactly as the engine builds it: the last `lags` rows,
+    flattened, clipped to +/- `clip` (None: unclipped), rounded to float32."""
     flat = windows[:, -lags:, :].reshape(windows.shape[0], -1)
-    return np.clip(flat, -clip, clip).astype(np.float32).astype(np.float64)
+    if clip is not None:
+        flat = np.clip(flat, -clip, clip)
+    return flat.astype(np.float32).astype(np.float64)
 
 
 def _components(pca: PCA, share: float, n_features: int) -> int:

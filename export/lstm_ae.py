@@ -21,6 +21,9 @@ import numpy.typing as npt
 from export.config import FitConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN's reordered float sums make runs differ slightly from machine to machine (and it
+# announces itself on stderr); the model is far too small to gain from it.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[str], None]

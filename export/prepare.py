@@ -235,8 +235,13 @@ def _robust_scale(t: FloatArray) -> tuple[float, float, str]:
 def fit_channel(name: str, raw: FloatArray, config: FitConfig) -> tuple[ChannelPreprocess, dict]:
     """Transform and robust scale of one channel from its valid fit-row values."""
     values = raw[np.isfinite(raw)]
-    if values.size == 0 or np.ptp(values) <= 1e-12 * max(1.0, float(np.abs(values).max())):
-        shown = f"{values[0]:g}" if values.size else "nothing"
+    if values.size == 0:
+        raise InputError(
+            f"channel {name!r} has no values in the training rows before the held-out part "
+            "(--rows, --holdout); leave it out with --channels"
+        )
+    if np.ptp(values) <= 1e-12 * max(1.0, float(np.abs(values).max())):
+        shown = f"{values[0]:g}"
         raise InputError(
             f"channel {name!r} is constant in the training rows (value {shown}): "
             "it carries no information; leave it out with --channels"

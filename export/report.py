@@ -69,7 +69,11 @@ def plot_distributions(data: ReportData, path: Path) -> None:
     for ax, scorer in zip(axes[:, 0], scorers, strict=True):
         held = data.heldout.raw[scorer.name]
         every = data.file_scores.raw[scorer.name]
-        bins = np.histogram_bin_edges(np.concatenate([held, every]), bins=60)
+        both = np.concatenate([held, every])
+        bins = np.histogram_bin_edges(both, bins=60)
+        if both.min() > 0 and both.max() > 50 * np.median(both):  # heavy tail: log bins
+            bins = np.geomspace(both.min(), both.max(), 61)
+            ax.set_xscale("log")
         ax.hist(held, bins=bins, density=True, alpha=0.6, label="held-out normal")
         if data.labels is not None:
             anomalous = data.labels[ends]

@@ -47,7 +47,12 @@ def export_int8(
             str(calib_path),
             str(out),
         ]
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
+        env = {
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0"),
+            "PYTHONWARNINGS": "ignore",
+        }
         try:
             done = subprocess.run(
                 command, capture_output=True, text=True, env=env, timeout=timeout_s, check=False

@@ -121,6 +121,8 @@ def test_manifest_records_the_cleaning(fitted: tuple[Path, Path, str]) -> None:
     assert {s.name for s in m.scorers} == {"lstm_ae", "spe", "euclidean", "mahalanobis", "iqr"}
     assert all(s.threshold.method in ("pot", "quantile", "fence") for s in m.scorers)
     assert m.ensemble.members == ["lstm_ae", "mahalanobis"]
+    latency = m.training["latency_ms_per_window"]
+    assert 0 < latency["tflite"] <= latency["engine"] < 50
 
 
 def _device_windows(csv: Path, out: Path) -> tuple[ScoringEngine, np.ndarray, np.ndarray]:
