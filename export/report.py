@@ -20,7 +20,6 @@ from export.scoring import ENSEMBLE, WindowScores
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
-REPORT_DIR = "report"
 
 
 @dataclass
