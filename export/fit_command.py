@@ -28,6 +28,9 @@ GROUPS = {
 }
 
 
+METAVARS = {int: "N", float: "X", str: "TEXT"}
+
+
 def _type_of(default: object) -> type:
     return type(default) if isinstance(default, (int, float, str)) else str
 
@@ -55,13 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "default": argparse.SUPPRESS,
         }
         if hints[f.name] is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
         else:
-            kwargs["type"] = f.metadata.get("parse") or _type_of(default)
+            kind = _type_of(default)
+            kwargs["type"] = f.metadata.get("parse") or kind
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]
-            if "metavar" in f.metadata:
-                kwargs["metavar"] = f.metadata["metavar"]
+            else:
+                kwargs["metavar"] = f.metadata.get("metavar") or METAVARS.get(kind, "VALUE")
         if default is not None and not isinstance(default, bool):
             shown = ",".join(default) if isinstance(default, tuple) else default
             kwargs["help"] = f"{kwargs['help']} (default: {shown})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,46 @@ def test_bhattacharyya_reading_on_a_gaussian() -> None:
     threshold = calibrate.calibrate(scores, FitConfig(bhattacharyya_bound=2.0), "bhattacharyya")
     assert threshold.params["space"] == "linear"
     assert threshold.value == pytest.approx(4.0, abs=0.3)
+
+
+def test_every_fit_config_field_is_an_option() -> None:
+    from dataclasses import fields
+
+    from export.cli import build_parser
+    from export.fit_command import add_arguments, config_from_args
+
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "fit",
+            "d.csv",
+            "--out",
+            "b",
+            "--channels",
+            "a, b",
+            "--label-column",
+            "none",
+            "--ensemble-weights",
+            "lstm_ae=2,mahalanobis=1",
+            "--no-report",
+            "--force",
+            "--window",
+            "12",
+            "--pot-risk",
+            "0.01",
+            "--threshold-method",
+            "bhattacharyya",
+        ]
+    )
+    config = config_from_args(args)
+    assert config.channels == ("a", "b") and config.label_column == ""
+    assert config.ensemble_weights == {"lstm_ae": 2.0, "mahalanobis": 1.0}
+    assert config.report is False and config.force is True
+    assert config.window == 12 and config.pot_risk == 0.01
+    assert config.threshold_method == "bhattacharyya"
+    assert config_from_args(parser.parse_args(["fit", "d.csv", "--out", "b"])) == FitConfig()
+    fit_parser = argparse.ArgumentParser()
+    add_arguments(fit_parser)
+    help_text = fit_parser.format_help()
+    for f in fields(FitConfig):
+        assert "--" + f.name.replace("_", "-") in help_text, f.name
