@@ -359,14 +359,6 @@ class FitConfig:
     force: bool = field(
         default=False, metadata=_meta("replace the output directory if it exists", "output")
     )
-    sign_key: str | None = field(
-        default=None,
-        metadata=_meta(
-            "Ed25519 private key (PEM) to sign the manifest: not implemented yet",
-            "output",
-            metavar="PEM",
-        ),
-    )
 
     def summary(self) -> dict[str, Any]:
         """The config as plain JSON values, for the manifest's training section."""

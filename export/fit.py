@@ -73,8 +73,6 @@ def check_options(config: FitConfig, out_dir: Path) -> None:
         raise InputError(f"--out {out_dir} already exists; pass --force to replace it")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} exists and is not a directory")
-    if config.sign_key is not None:
-        raise InputError("--sign-key: manifest signing is not implemented in this release")
     unknown = [m for m in config.ensemble_members if m not in SCORERS]
     if unknown or not config.ensemble_members:
         raise InputError(

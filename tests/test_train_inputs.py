@@ -106,7 +106,6 @@ def test_output_exists_needs_force(tmp_path: Path, capsys: pytest.CaptureFixture
         (["--rows", "5000:"], ["--rows", "no rows"]),
         (["--ensemble-members", "lstm_ae,nope"], ["--ensemble-members"]),
         (["--forecast-column", "zz"], ["--forecast-column"]),
-        (["--sign-key", "key.pem"], ["--sign-key", "not implemented"]),
     ],
 )
 def test_bad_options(
