@@ -45,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, required=True, metavar="BUNDLE_DIR", help="bundle directory to create"
     )
+    parser.add_argument(
+        "--sign-key", type=Path, metavar="PRIVATE.pem",
+        help="sign the bundle (manifest.sig) with this Ed25519 key from `edge-train keygen`",
+    )
     groups: dict[str, argparse._ArgumentGroup] = {}
     hints = typing.get_type_hints(FitConfig)
     for f in fields(FitConfig):
@@ -87,8 +91,18 @@ def run(args: argparse.Namespace) -> int:
     def show(line: str) -> None:
         print(line, flush=True)
 
+    sign_key = getattr(args, "sign_key", None)
+    if sign_key is not None:
+        from export.signing import load_private_key
+
+        load_private_key(sign_key)  # a bad key fails before training, not after
     print(f"edge-train fit: {args.data} -> {args.out}", flush=True)
     result = fit_bundle(args.data, args.out, config, progress=show)
+    if sign_key is not None:
+        from export.signing import sign_bundle
+
+        target, kid = sign_bundle(result.out_dir, sign_key)
+        print(f"signed: {target} (key id {kid})", flush=True)
     if result.report is not None:
         print(f"report: {result.report}", flush=True)
     sys.stdout.flush()
