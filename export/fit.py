@@ -146,7 +146,8 @@ def _say_data(build: _Build, csv_path: Path) -> None:
     )
     build.say(
         f"[1/7] data: {csv_path.name}: {s['rows_in_file']} rows, "
-        f"{len(prep.data.channels)} channels ({', '.join(prep.data.channels)}), "
+        f"{len(prep.data.channels)} channel{'s' if len(prep.data.channels) > 1 else ''} "
+        f"({', '.join(prep.data.channels)}), "
         f"delimiter {s['delimiter']!r}, time {s['time_column']!r}, labels {label_text}"
     )
     transforms = ", ".join(f"{c.name}={c.transform}" for c in prep.preprocess.channels)
