@@ -17,12 +17,14 @@ The password is passed to paho and never logged.
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.config import MqttConfig
@@ -34,7 +36,7 @@ _PROTOCOL_NAMES = {MQTTProtocolVersion.MQTTv5: "5", MQTTProtocolVersion.MQTTv311
 
 
 class Topics:
-    """`<prefix>/<device>/{alert,status,metrics}`."""
+    """`<prefix>/<device>/{alert,status,metrics,event,cmd}`."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -47,6 +49,46 @@ class Topics:
 
     def metrics(self, device: str) -> str:
         return f"{self.prefix}/{device}/metrics"
+
+    def event(self, device: str) -> str:
+        return f"{self.prefix}/{device}/event"
+
+    def cmd(self, device: str) -> str:
+        return f"{self.prefix}/{device}/cmd"
+
+
+class _Client(mqtt.Client):
+    """paho's client, keeping the exception of the last failed connect attempt (paho's loop
+    swallows it and only calls `on_connect_fail`), so the agent can say what went wrong."""
+
+    last_error: OSError | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            self.last_error = exc
+            raise
+
+
+def describe_connect_error(error: OSError | None, cfg: MqttConfig) -> str:
+    """One line saying why a connection attempt failed and what to check."""
+    where = f"{cfg.host}:{cfg.port}"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        ca = f"mqtt.tls.ca = {cfg.tls.ca}" if cfg.tls and cfg.tls.ca else "the system CA store"
+        return (f"TLS: the broker's certificate at {where} did not verify against {ca} "
+                f"({error.verify_message or error}); check the CA file and the host name")
+    if isinstance(error, ssl.SSLError):
+        hint = ("a client certificate (mqtt.tls.cert/key) the broker accepts"
+                if cfg.tls is not None else "whether the port expects TLS ([mqtt.tls])")
+        return f"TLS handshake with {where} failed ({error.reason or error}); check {hint}"
+    if isinstance(error, ConnectionRefusedError):
+        return f"connection refused by {where}: is the broker running on that port?"
+    if isinstance(error, socket.gaierror):
+        return f"cannot resolve the broker host {cfg.host!r} ({error.strerror or error})"
+    if error is not None:
+        return f"cannot reach the broker at {where} ({type(error).__name__}: {error})"
+    return f"cannot reach the broker at {where}"
 
 
 class MqttConnection:
@@ -65,12 +107,14 @@ class MqttConnection:
         self.connected = threading.Event()
         self.connections = 0  # successful connects so far
         self._fallback = threading.Event()
-        self._unreachable = False
+        self._unreachable: str | None = None  # the last connect failure logged
+        self._refused: str | None = None
         self._stopping = False
         self._on_connect: list[Callable[[], None]] = []
         self._on_disconnect: list[Callable[[], None]] = []
         self._on_publish: list[Callable[[int], None]] = []
         self._subscriptions: list[tuple[str, int, MessageHandler]] = []
+        self._subscribing: dict[int, str] = {}  # mid -> topic, until the SUBACK
 
     # -- wiring (before start) ---------------------------------------------------------------
     def on_connect(self, hook: Callable[[], None]) -> None:
@@ -139,7 +183,7 @@ class MqttConnection:
     def _build(self) -> mqtt.Client:
         cfg = self.cfg
         v5 = self.protocol == MQTTProtocolVersion.MQTTv5
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id,
             clean_session=None if v5 else True,
@@ -167,6 +211,7 @@ class MqttConnection:
         client.on_connect_fail = self._handle_connect_fail
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
         return client
 
     def _handle_connect(
@@ -182,26 +227,47 @@ class MqttConnection:
                 self._fallback.set()
                 client.disconnect()
                 return
-            log.warning("broker refused the connection: %s; retrying with backoff", reason)
+            text = str(reason)
+            if text != self._refused:  # once per reason, not on every retry
+                self._refused = text
+                hint = ""
+                if reason.value in (0x04, 0x05, 0x86, 0x87):  # bad credentials / not authorized
+                    hint = (f" (user {self.cfg.username!r}: check mqtt.username and the "
+                            f"password, ${self.cfg.password_env} or mqtt.password)"
+                            if self.cfg.username else " (no mqtt.username is configured)")
+                log.warning("broker refused the connection: %s%s; retrying with backoff",
+                            reason, hint)
             return
         self.connections += 1
-        self._unreachable = False
+        self._unreachable = self._refused = None
         self.connected.set()
         log.info(
             "connected to %s:%d (MQTT %s)%s", self.cfg.host, self.cfg.port, self.protocol_name,
             "" if self.connections == 1 else f", reconnect #{self.connections - 1}",
         )
+        self._subscribing = {}
         for topic, qos, _handler in self._subscriptions:
-            client.subscribe(topic, qos)
+            _rc, mid = client.subscribe(topic, qos)
+            if mid is not None:
+                self._subscribing[mid] = topic
         for hook in self._on_connect:
             hook()
 
-    def _handle_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
-        if not self._unreachable:
-            self._unreachable = True
-            log.warning(
-                "cannot reach the broker at %s:%d; retrying with backoff (up to %ds)",
-                self.cfg.host, self.cfg.port, self.cfg.reconnect_max_delay_s)
+    def _handle_connect_fail(self, client: mqtt.Client, _userdata: Any) -> None:
+        error = client.last_error if isinstance(client, _Client) else None
+        text = describe_connect_error(error, self.cfg)
+        if text != self._unreachable:  # once per kind of failure, not on every retry
+            self._unreachable = text
+            log.warning("%s; retrying with backoff (up to %ds)", text,
+                        self.cfg.reconnect_max_delay_s)
+
+    def _handle_subscribe(self, _client: mqtt.Client, _userdata: Any, mid: int,
+                          reasons: list[ReasonCode], _props: Any) -> None:
+        topic = self._subscribing.pop(mid, "?")
+        for reason in reasons:
+            if reason.is_failure:
+                log.warning("broker refused the subscription to %s (%s): check the broker's "
+                            "ACL for this client", topic, reason)
 
     def _handle_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
