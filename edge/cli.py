@@ -45,7 +45,7 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.agent import run
     from edge.bundle import BundleError
-    from edge.config import ConfigError, load_config
+    from edge.config import ConfigError, file_warnings, load_config
 
     try:
         config = load_config(args.config)
@@ -53,6 +53,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_problems(error.source, error.problems)
         return 2
     setup_logging(args.log_level or config.log.level)
+    for warning in file_warnings(args.config, config):
+        logging.getLogger("edge.agent").warning("%s", warning)
     try:
         return run(config)
     except (BundleError, ImportError) as error:
@@ -81,7 +83,7 @@ def add_check_config_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from edge.bundle import BundleError, load_bundle
-    from edge.config import ConfigError, load_config, summary
+    from edge.config import ConfigError, file_warnings, load_config, summary
     from edge.engine import ScoringEngine
 
     try:
@@ -99,6 +101,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK")
     for line in summary(config, bundle):
         print(f"  {line}")
+    for warning in file_warnings(args.config, config):
+        print(f"  warning: {warning}")
     return 0
 
 

@@ -70,6 +70,9 @@ class BundleConfig(_Section):
     public_key: Path | None = Field(
         None, description="Ed25519 public key; when set, the bundle's manifest.sig must verify")
     threads: int = Field(1, ge=1, le=64, description="inference threads per runtime")
+    watch_interval_s: float = Field(
+        2.0, ge=0, description="check the bundle path this often and reload it when it was "
+        "replaced (symlink swap, renamed directory); 0 turns watching off")
 
 
 class TlsConfig(_Section):
@@ -113,6 +116,9 @@ class MqttConfig(_Section):
         60, ge=1, le=3600, description="longest delay between reconnect attempts, in seconds")
     max_inflight: int = Field(
         20, ge=1, le=1000, description="alerts sent but not yet acknowledged by the broker")
+    commands: bool = Field(
+        True, description='accept {"action": "reload"} on <prefix>/<client_id>/cmd and '
+        "<prefix>/<device>/cmd (restrict who may publish there with the broker's ACL)")
 
     @field_validator("topic_prefix")
     @classmethod
@@ -426,6 +432,27 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> A
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from exc
     return parse_config(data, base_dir=path.resolve().parent, environ=environ, source=str(path))
+
+
+def file_warnings(path: Path | str, config: AgentConfig) -> list[str]:
+    """Secrets in files others can read: the config file holding the MQTT password, the
+    TLS client key. One line each, naming the file and the fix."""
+    found = []
+    secrets: list[tuple[Path, str, str]] = []
+    if config.mqtt.password is not None:
+        secrets.append((Path(path), "holds the MQTT password",
+                        f" (or pass the password in ${config.mqtt.password_env} instead)"))
+    if config.mqtt.tls is not None and config.mqtt.tls.key is not None:
+        secrets.append((config.mqtt.tls.key, "is the TLS client private key", ""))
+    for file, what, alternative in secrets:
+        try:
+            mode = file.stat().st_mode & 0o777
+        except OSError:
+            continue
+        if mode & 0o044:
+            found.append(f"{file} {what} and is readable by group/others (mode {mode:04o}): "
+                         f"run `chmod 600 {file}`{alternative}")
+    return found
 
 
 def summary(config: AgentConfig, bundle: Any = None) -> list[str]:
