@@ -1,7 +1,9 @@
 """`edge-agent run`: sources -> decode -> Gateway (window, score, decide) -> sinks.
 
 `run()` is the whole main loop; `Agent` wires the parts (one MQTT connection, the outbox, the
-sinks and the sources) and owns their start and stop order. SIGTERM/SIGINT stop the loop:
+sinks and the sources) and owns their start and stop order. SIGHUP, a `reload` command or a
+replaced bundle directory reload the bundle without a restart (see edge.reload; a bundle that
+fails to load is refused and the old one keeps scoring). SIGTERM/SIGINT stop the loop:
 open alerts end (`reason: shutdown`), the outbox is flushed for up to `flush_timeout_s`,
 `offline` is published on every status topic, and the agent disconnects and exits 0. Killed
 (SIGKILL, power loss), it leaves its alerts in the outbox and the broker publishes the will.
@@ -21,6 +23,7 @@ from typing import Any
 
 from edge import __version__
 from edge.bundle import Bundle, load_bundle
+from edge.commands import CommandHandler
 from edge.config import AgentConfig, SerialSource, StdinSource
 from edge.config import MqttSource as MqttSourceConfig
 from edge.decide import AlertEvent, AlertOptions, BundleInfo
@@ -30,6 +33,8 @@ from edge.mqtt_client import MqttConnection, Topics
 from edge.outbox import Outbox
 from edge.pipeline import Gateway
 from edge.readings import BadInputCounter, Reading, decode_counted, input_channels
+from edge.reload import BundleReloader, ReloadResult
+from edge.sinks.events import EventPublisher
 from edge.sinks.metrics import MetricsPublisher
 from edge.sinks.mqtt_alerts import AlertPublisher
 from edge.sinks.status import StatusPublisher
@@ -47,6 +52,7 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop`, or the end of a stdin-only input); returns 0."""
     stop = stop or _stop_on_signals()
     agent = Agent(config, load_bundle(config.bundle.path, config.bundle.public_key))
+    _reload_on_sighup(agent.reloader)
     systemd = Notifier.from_env()  # inert outside a systemd Type=notify unit
     with agent:
         systemd.ready(f"sources: {', '.join(s.name for s in agent.sources)}")
@@ -86,6 +92,11 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _reload_on_sighup(reloader: BundleReloader) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: reloader.request("SIGHUP"))
+
+
 class Agent:
     """Everything `run` needs, built without I/O; `__enter__` starts it, `__exit__` stops it."""
 
@@ -119,6 +130,11 @@ class Agent:
         self.homeassistant = HomeAssistantPublisher(
             self.connection, self.topics, config.homeassistant, self.info, __version__,
             config.fixed_devices) if config.homeassistant.enabled else None
+        self.events = EventPublisher(self.connection, self.topics, __version__)
+        self.reloader = BundleReloader(config.bundle)
+        self.commands = CommandHandler(
+            self.connection, self.topics, self.events, lambda: self.status.devices,
+            self.reloader.request) if mqtt.commands else None
         self.items: ItemQueue = queue.Queue(maxsize=config.limits.queue_size)
         self.sources = [self._source(cfg) for cfg in config.sources]
         self._finite = {s.name for s in self.sources if isinstance(s, StdinReader)}
@@ -228,14 +244,42 @@ class Agent:
     def tick(self, now: float) -> None:
         if self.connection.tick():
             self.alerts.reset()
+        reloaded = self.reloader.poll(now)
+        if reloaded is not None:
+            self.apply_reload(reloaded)
         if self.config.metrics.enabled:
             self.metrics.maybe_publish(now)
+
+    def apply_reload(self, result: ReloadResult) -> None:
+        """Swap in a bundle loaded by the reloader, or report why it was refused."""
+        old = self.info
+        current = {"name": old.name, "version": old.version, "sha256": old.sha256}
+        if result.bundle is None or result.engine is None:
+            log.error("reload (%s) failed; keeping bundle %s %s (sha256 %s...): %s",
+                      result.trigger, old.name, old.version, old.sha256[:12], result.error)
+            self.events.publish("reload_failed", trigger=result.trigger, reason=result.error,
+                                bundle=current)
+            return
+        bundle, manifest = result.bundle, result.bundle.manifest
+        self.bundle, self.info = bundle, BundleInfo.from_bundle(bundle)
+        self.channels = input_channels(manifest)
+        self.gateway.stride = self.config.decision.stride or manifest.window.stride
+        self.publish(self.gateway.swap_engine(
+            result.engine, self.config.decision.apply(manifest.decision)))
+        new = {"name": self.info.name, "version": self.info.version, "sha256": self.info.sha256}
+        log.info("reloaded (%s) in %.2fs: bundle %s %s (sha256 %s...) from %s, was %s %s "
+                 "(sha256 %s...); signature %s", result.trigger, result.seconds, new["name"],
+                 new["version"], new["sha256"][:12], bundle.path, old.name, old.version,
+                 old.sha256[:12], "verified" if bundle.signed else "not checked")
+        self.events.publish("reloaded", trigger=result.trigger, bundle=new, previous=current,
+                            path=str(bundle.path), signed=bundle.signed)
 
     def collect_metrics(self) -> dict[str, dict[str, Any]]:
         """Per-device counters on each device topic, the totals on the agent's topic."""
         snapshot = self.gateway.metrics()
         common = {"ts": time.time(), "agent_version": __version__,
-                  "bundle": {"name": self.info.name, "version": self.info.version},
+                  "bundle": {"name": self.info.name, "version": self.info.version,
+                             "sha256": self.info.sha256},
                   "outbox_depth": self.outbox.depth()}
         out: dict[str, dict[str, Any]] = {}
         for device, stats in snapshot["devices"].items():
@@ -253,6 +297,9 @@ class Agent:
             "alerts_inflight": self.alerts.inflight,
             "queue_depth": self.items.qsize(),
             "mqtt_connections": self.connection.connections,
+            "reloads": {"ok": self.reloader.loaded, "failed": self.reloader.failed,
+                        "last_error": self.reloader.last_error},
+            "commands": dict(self.commands.counts) if self.commands is not None else None,
         })
         return out
 
