@@ -23,4 +23,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()
     if os.environ.get("CI", "").lower() == "true" and report.skipped:
         report.outcome = "failed"
-        report.longrepr = f"skipped under CI=true (a missing dependency fails here): {report.longrepr}"
+        report.longrepr = (
+            f"skipped under CI=true (a missing dependency fails here): {report.longrepr}")
