@@ -261,6 +261,23 @@ class MqttConnection:
             log.warning("%s; retrying with backoff (up to %ds)", text,
                         self.cfg.reconnect_max_delay_s)
 
+    def _closed_before_connack(self) -> None:
+        """The broker dropped the connection before answering CONNECT: usually TLS trouble
+        that surfaces after the client's side of the handshake (paho logs the SSL error)."""
+        tls = self.cfg.tls
+        if tls is not None and tls.cert is None:
+            hint = ("if the broker requires client certificates, set mqtt.tls.cert and "
+                    "mqtt.tls.key")
+        elif tls is not None:
+            hint = "check that the broker accepts the client certificate mqtt.tls.cert"
+        else:
+            hint = "does the port expect TLS ([mqtt.tls])?"
+        text = (f"the broker at {self.cfg.host}:{self.cfg.port} closed the connection before "
+                f"accepting it; {hint}")
+        if text != self._unreachable:
+            self._unreachable = text
+            log.warning("%s; retrying with backoff", text)
+
     def _handle_subscribe(self, _client: mqtt.Client, _userdata: Any, mid: int,
                           reasons: list[ReasonCode], _props: Any) -> None:
         topic = self._subscribing.pop(mid, "?")
@@ -276,6 +293,9 @@ class MqttConnection:
         self.connected.clear()
         if was_connected and not self._stopping:
             log.warning("connection to the broker lost (%s); reconnecting with backoff", reason)
+        elif not (was_connected or self._stopping or self._fallback.is_set()
+                  or self._refused is not None):
+            self._closed_before_connack()
         for hook in self._on_disconnect:
             hook()
 
