@@ -102,10 +102,12 @@ class Collector:
 
 
 def agent_toml(path: Path, broker: Broker, bundle: Path, *, client_id: str,
-               sources: str, extra: str = "") -> Path:
+               sources: str, extra: str = "", mqtt: str = "", bundle_extra: str = "") -> Path:
+    """`mqtt` and `bundle_extra` are lines added to the [mqtt] and [bundle] tables."""
     path.write_text(f"""
 [bundle]
 path = "{bundle}"
+{bundle_extra}
 
 [mqtt]
 host = "{broker.host}"
@@ -114,6 +116,7 @@ client_id = "{client_id}"
 keepalive = 10
 reconnect_min_delay_s = 1
 reconnect_max_delay_s = 1
+{mqtt}
 
 {sources}
 
@@ -136,10 +139,10 @@ level = "DEBUG"
 class AgentProcess:
     """`edge-agent run` as a subprocess; stdout (alert JSON lines) is collected on a thread."""
 
-    def __init__(self, config: Path, log_path: Path) -> None:
+    def __init__(self, config: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env)
@@ -172,6 +175,19 @@ class AgentProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float) -> str:
+        """Wait until `text` appears in the agent's stderr; returns the log so far."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.log()
+            if text in found:
+                return found
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} not in the agent's log (exit {self.proc.poll()}):\n"
+                             f"{self.log()[-3000:]}")
 
     def kill(self) -> None:
         if self.proc.poll() is None:
