@@ -80,8 +80,7 @@ class DemoConfig:
     epochs: int = 30
     units: int = 32
     train_stride: int = 2
-    report: bool = True  # the demo's HTML report
-    train_report: bool = False  # edge-train's own report in the bundle (plots: ~10 s more)
+    report: bool = True  # the demo's HTML report and edge-train's report in the bundle
     timeout_s: float = 600.0  # for each subprocess step
 
     @property
@@ -186,7 +185,7 @@ def train_command(cfg: DemoConfig, csv: Path, bundle: Path) -> list[str]:
         f"seed{cfg.seed}",
         "--seed",
         "0",
-        "--report" if cfg.train_report else "--no-report",
+        "--report" if cfg.report else "--no-report",
     ]
 
 
@@ -613,12 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-report",
         dest="report",
         action="store_false",
-        help="skip the HTML report",
-    )
-    p.add_argument(
-        "--train-report",
-        action="store_true",
-        help="also write edge-train's training report into the bundle (about 10 s more)",
+        help="skip the HTML reports (the demo's and the training report in the bundle)",
     )
     return p
 
@@ -640,7 +634,6 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         seed=args.seed,
         fault_seed=args.fault_seed,
         report=args.report,
-        train_report=args.train_report,
         **values,
     )
 
