@@ -417,6 +417,7 @@ def fit_bundle(
     folder = Path(
         tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent)
     )
+    folder.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied around
     build = _Build(
         prep, config, folder, default_lags(len(prep.data.channels), config), say, identity
     )

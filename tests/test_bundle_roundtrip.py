@@ -106,6 +106,7 @@ def test_bundle_files_and_no_leftovers(fitted: tuple[Path, Path, str]) -> None:
         "scores_over_time.png",
     ]
     assert sorted(p.name for p in out.parent.iterdir()) == ["pump"]  # no temp dirs left
+    assert out.stat().st_mode & 0o777 == 0o755
 
 
 def test_manifest_records_the_cleaning(fitted: tuple[Path, Path, str]) -> None:
