@@ -223,3 +223,70 @@ def test_counter_totals_add_up(kinds: list[str], step: float) -> None:
     assert counter.totals() == {k: kinds.count(k) for k in sorted(set(kinds))}
     per_device = [counter.totals(f"d{j}") for j in range(3)]
     assert sum(sum(t.values()) for t in per_device) == len(kinds)
+
+
+# A stream of readings of every kind, good and bad, as a sensor (or an attacker) would send.
+STREAM_CHANNELS = ["ch0", "ch1", "ch2"]
+timestamps = st.one_of(
+    st.floats(NOW - 100, NOW + 100),  # plausible
+    st.floats(allow_nan=True, allow_infinity=True),  # anything, incl. far off and NaN
+    st.integers(-(10**20), 10**20),
+    st.sampled_from(["2023-11-14T22:13:20Z", "yesterday", "", str(NOW), "1e400"]),
+    st.booleans() | st.none() | st.lists(st.integers(), max_size=2),
+)
+channel_values = st.one_of(st.floats(-1e6, 1e6), st.floats(), st.none(), st.booleans(),
+                           st.sampled_from([math.nan, math.inf, -math.inf]),
+                           st.text(max_size=4), st.integers(-(10**400), 10**400))
+stream_payloads = st.one_of(
+    st.fixed_dictionaries({"ts": timestamps}, optional={
+        c: channel_values for c in [*STREAM_CHANNELS, "zz", "device"]}).map(
+        lambda d: json.dumps(d).encode()),
+    st.fixed_dictionaries({"ts": timestamps, "values": st.one_of(
+        st.dictionaries(st.sampled_from([*STREAM_CHANNELS, "q"]), channel_values, max_size=4),
+        json_values)}).map(lambda d: json.dumps(d).encode()),
+    st.binary(max_size=64),
+    st.sampled_from([b"[1]", b"42", b'"x"', b"null", b"{", b"\xff"]),
+    st.integers(0, 300).map(lambda n: b'{"ch0": 1, "pad": "' + b"x" * n + b'"}'),  # size
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(stream_payloads, max_size=30))
+def test_a_stream_through_decode_counter_and_window_adds_up(payloads: list[bytes]) -> None:
+    """No exception escapes decode_counted or the window; every payload ends in exactly one
+    place (rejected by kind, dropped by the window, or accepted) and the counter agrees."""
+    from edge.window import ACCEPTED, DROPPED, DeviceWindow
+    from tests.agent_fixtures import make_manifest
+
+    manifest = make_manifest({"distance.onnx": "0", "lstm_ae.tflite": "0"},
+                             {"lstm": 1.0, "euclidean": 1.0, "mahalanobis": 1.0}, 3, 4)
+    counter = BadInputCounter(logger=logging.getLogger("test.quiet"))
+    window = DeviceWindow(manifest)
+    expected: dict[str, int] = {}
+    rejected = accepted = dropped = 0
+    for payload in payloads:
+        try:  # the expectation, from the decoder alone
+            issues = decode_payload(payload, "d", now=NOW, channels=STREAM_CHANNELS,
+                                    max_bytes=200, max_skew_s=300).issues
+        except BadReading as error:
+            issues = [error.kind]
+        for kind in issues:
+            expected[kind] = expected.get(kind, 0) + 1
+        reading = decode_counted(payload, "d", counter, now=NOW, channels=STREAM_CHANNELS,
+                                 max_bytes=200, max_skew_s=300)
+        if reading is None:
+            rejected += 1
+            continue
+        assert math.isfinite(reading.ts) and abs(reading.ts - NOW) <= 300
+        status = window.push(reading).status
+        assert status in ACCEPTED | DROPPED
+        if status in DROPPED:
+            dropped += 1
+            expected[status] = expected.get(status, 0) + 1
+            counter.add(status, device="d")  # as DevicePipeline._count does
+        else:
+            accepted += 1
+    assert rejected + dropped + accepted == len(payloads)
+    assert counter.totals() == dict(sorted(expected.items()))
+    assert counter.totals("d") == counter.totals()
+    assert window.count <= accepted

@@ -155,3 +155,28 @@ def test_frame_cut_to_31_bytes_keeps_the_next_frame() -> None:
     frames = decoder.feed(good[:31] + good + good)
     assert len(frames) == 2
     assert decoder.stats["truncated_frame"] == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.integers(0, 5).map(lambda k: frame(k).encode()),
+    st.binary(max_size=40),
+    st.integers(0, 31).map(lambda n: frame(1).encode()[:n]),
+    st.builds(corrupt, st.integers(0, 5), st.integers(2, 31)),
+    st.just(b"\x42\x4d\x00\x1d"),  # a header with a bad length word
+), max_size=12), st.integers(1, 40))
+def test_counter_matches_the_decoder_stats(pieces: list[bytes], size: int) -> None:
+    """What reaches the agent's bad-input counter (and so its metrics) is what was found."""
+    import logging
+
+    counter = BadInputCounter(logger=logging.getLogger("test.quiet"))
+    decoder = Pms5003Decoder(counter, device="pms")
+    stream = b"".join(pieces)
+    frames = [f for pos in range(0, len(stream), size)
+              for f in decoder.feed(stream[pos:pos + size])]
+    decoder.flush()
+    stats = decoder.stats
+    assert len(frames) == stats["frames"] and decoder.pending == 0 and accounted(decoder)
+    kinds = ("garbage_bytes", "bad_frame_checksum", "bad_frame_length", "truncated_frame")
+    assert counter.totals("pms") == {k: stats[k] for k in sorted(kinds) if stats[k]}
+    assert counter.total() == sum(stats[k] for k in kinds)
