@@ -359,6 +359,15 @@ class FitConfig:
     force: bool = field(
         default=False, metadata=_meta("replace the output directory if it exists", "output")
     )
+    keep_float: bool = field(
+        default=False,
+        metadata=_meta(
+            "also save the float Keras autoencoder before int8 quantisation as "
+            "lstm_ae_float.keras in the bundle directory (not in the manifest, not needed on "
+            "the device; for measuring what quantisation costs)",
+            "output",
+        ),
+    )
 
     def summary(self) -> dict[str, Any]:
         """The config as plain JSON values, for the manifest's training section."""

@@ -39,6 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 Progress = Callable[[str], None]
 Metrics = dict[str, dict[str, dict[str, float]]]  # rows ("all", "test") -> scorer -> figures
 LSTM_FILE, DISTANCE_FILE, REPORT_DIR = "lstm_ae.tflite", "distance.onnx", "report"
+FLOAT_FILE = "lstm_ae_float.keras"  # with keep_float; not listed in the manifest
 UNIVARIATE_LAGS = 8
 POSITIVE_OPTIONS = (
     "units",
@@ -65,6 +66,7 @@ class FitResult:
     seconds: float
     report: Path | None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    float_model: Path | None = None  # the float Keras autoencoder, with keep_float
 
 
 def check_options(config: FitConfig, out_dir: Path) -> None:
@@ -199,6 +201,8 @@ def _fit_lstm(build: _Build) -> None:
         f"{params} parameters, {ae.seconds:.1f}s"
     )
     build.timed("lstm_train", started)
+    if c.keep_float:
+        ae.model.save(build.folder / FLOAT_FILE)
     started = time.perf_counter()
     count = min(c.calib_samples, len(windows))
     pick = np.unique(np.linspace(0, len(windows) - 1, count).round().astype(int))
@@ -447,4 +451,5 @@ def fit_bundle(
         time.perf_counter() - started,
         report,
         build.stage_seconds,
+        out_dir / FLOAT_FILE if config.keep_float else None,
     )
