@@ -15,7 +15,12 @@ from collections.abc import Sequence
 
 from export.errors import FitError, InputError
 
-COMMANDS = ("export.fit_command", "export.sign_command", "export.keygen_command")
+COMMANDS = (
+    "export.fit_command",
+    "export.sign_command",
+    "export.keygen_command",
+    "export.evaluate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
