@@ -14,7 +14,12 @@ export PYTHONUNBUFFERED := 1
 setup: $(STAMP) mosquitto
 
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python -a -x $(BIN)/pip || $(PYTHON) -m venv --clear $(VENV) || { \
+		echo "$(PYTHON) -m venv failed (Debian keeps ensurepip in python3-venv): installing it"; \
+		SUDO=""; [ "$$(id -u)" = "0" ] || SUDO="sudo"; \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv && \
+		$(PYTHON) -m venv --clear $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[train,sim,dev]"
 	@touch $(STAMP)
