@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # what this trainer writes
+READABLE_SCHEMAS = (1, 2)  # 2 added optional fields (scorer likelihood, cooldown_windows) only
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 
@@ -83,18 +84,44 @@ class Threshold(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class LikelihoodSpec(_Strict):
+    """Anomaly likelihood (HTM style), kept per device: how unusual the recent raw scores are
+    against this device's own history of them (see `edge.likelihood`)."""
+
+    short: int = Field(20, ge=1, description="windows in the recent mean of log scores")
+    history: int = Field(
+        8640, ge=2, le=100_000,
+        description="windows of log-score history behind the mean and deviation")
+    min_history: int = Field(
+        300, ge=1, description="the likelihood is 0 until this many windows were scored")
+    floor: float = Field(1e-6, gt=0, description="raw scores are floored at this before the log")
+    min_variance: float = Field(
+        1e-4, gt=0, description="floor of the history's variance of log scores")
+
+    @model_validator(mode="after")
+    def _fits(self) -> LikelihoodSpec:
+        if self.short > self.history or self.min_history > self.history:
+            raise ValueError("short and min_history cannot exceed history")
+        return self
+
+
 class ScorerSpec(_Strict):
     """One score, higher = more anomalous, normalised on the device as score / threshold.
 
     kind `lstm_ae`: mean squared reconstruction error of the TFLite autoencoder over the window.
     kind `distance`: one output (`output`) of the ONNX distance model.
     kind `iqr`: the largest Tukey-fence excess over channels, already in fence units.
+
+    With `likelihood`, the raw score first goes through the device's likelihood step and the
+    threshold applies to its output (a z value) instead of the raw score.
     """
 
     name: str
     kind: Literal["lstm_ae", "distance", "iqr"]
     output: str | None = None
     threshold: Threshold
+    likelihood: LikelihoodSpec | None = Field(
+        None, description="anomaly-likelihood step between the raw score and the threshold")
 
 
 class LstmAeSpec(_Strict):
@@ -133,7 +160,10 @@ class Decision(_Strict):
     trigger: int = Field(3, ge=1, description="consecutive windows over 1.0 to start an alert")
     release: int = Field(5, ge=1, description="consecutive windows under `release_level` to end")
     release_level: float = Field(0.9, gt=0)
-    cooldown_s: float = Field(0.0, ge=0)
+    cooldown_s: float = Field(0.0, ge=0, description="seconds after an end before a new start")
+    cooldown_windows: int = Field(
+        0, ge=0, description="scored windows after an end before a new start (for sampling "
+        "periods that differ from device to device)")
     warmup_windows: int = Field(0, ge=0)
 
 
@@ -246,10 +276,11 @@ def parse_manifest(raw: bytes, source: str = MANIFEST_NAME) -> Manifest:
     if not isinstance(data, dict):
         raise BundleError(f"{source} must hold a JSON object")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMAS:
+        readable = " and ".join(str(v) for v in READABLE_SCHEMAS)
         raise BundleError(
             f"{source}: schema_version {version!r} is not supported by this agent "
-            f"(it reads schema_version {SCHEMA_VERSION}); use an agent and trainer of one release"
+            f"(it reads schema_version {readable}); use an agent and trainer of one release"
         )
     try:
         return Manifest.model_validate(data)

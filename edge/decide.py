@@ -7,7 +7,8 @@ Per device, for each scored window (`Decider.step`):
 2. smoothing: the ensemble score (normalised: >= 1 is over threshold) is averaged over the last
    `smoothing` windows (fewer right after warm-up).
 3. trigger: an alert starts after `trigger` consecutive windows with a smoothed score >= 1, and
-   not before `cooldown_s` seconds have passed since the previous alert ended.
+   not before `cooldown_s` seconds and `cooldown_windows` scored windows have passed since the
+   previous alert ended.
 4. hysteresis: an open alert ends after `release` consecutive windows under `release_level`;
    scores between `release_level` and 1 keep it open.
 5. updates: while open, an `update` is sent when the severity escalates, and every
@@ -177,6 +178,8 @@ class Decider:
         self.seen = 0  # windows since start-up or the last interrupt
         self.over = 0  # consecutive windows with a smoothed score >= 1
         self.cooldown_until = -math.inf
+        self.windows = 0  # windows stepped since creation (never reset: counts cooldown_windows)
+        self.cooldown_until_window = 0
         self.last_ts: float | None = None
         self.alert: _Open | None = None
         self._recent: deque[float] = deque(maxlen=decision.smoothing)
@@ -196,13 +199,15 @@ class Decider:
     def step(self, ts: float, evidence: Evidence) -> Step:
         self.last_ts = ts
         self.seen += 1
+        self.windows += 1
         if self.seen <= self.decision.warmup_windows:
             return Step(math.nan, False, None, "")  # after start-up or an interrupt: no alert
         self._recent.append(evidence.ensemble)
         score = sum(self._recent) / len(self._recent)
         self.over = self.over + 1 if score >= 1.0 else 0
         if self.alert is None:
-            if self.over >= self.decision.trigger and ts >= self.cooldown_until:
+            if (self.over >= self.decision.trigger and ts >= self.cooldown_until
+                    and self.windows >= self.cooldown_until_window):
                 self.alert = _Open(alert_id(self.device, ts), ts, last_emit_ts=ts)
                 return self._emit("start", ts, score, evidence)
             return Step(score, False, None, "")
@@ -229,12 +234,16 @@ class Decider:
         event = None
         if self.alert is not None and self.last_ts is not None:
             event = self._event("end", self.last_ts, math.nan, None, reason)
-            self.cooldown_until = self.last_ts + self.decision.cooldown_s
+            self._cool_down(self.last_ts)
         self.alert = None
         self.seen = 0
         self.over = 0
         self._recent.clear()
         return event
+
+    def _cool_down(self, ts: float) -> None:
+        self.cooldown_until = ts + self.decision.cooldown_s
+        self.cooldown_until_window = self.windows + self.decision.cooldown_windows
 
     def _emit(self, state: State, ts: float, score: float, evidence: Evidence,
               reason: str = "") -> Step:
@@ -247,7 +256,7 @@ class Decider:
         alert.severity = event.severity
         if state == "end":
             self.alert = None
-            self.cooldown_until = ts + self.decision.cooldown_s
+            self._cool_down(ts)
             self.over = 0
             return Step(score, False, event, alert.id)
         return Step(score, True, event, alert.id)

@@ -3,6 +3,10 @@
 Every score is "higher = more anomalous" and is normalised by its calibrated threshold, so a
 normalised score >= 1 means over threshold. `score_windows` takes a batch so that replay can
 feed many windows at once; the live agent passes a batch of one. Both run this same code.
+
+The engine itself holds no per-device state and is shared by the devices of a gateway. A
+scorer with a `likelihood` step needs the history of its device: each device keeps a
+`ScoreState` (`new_state()`) and passes it with every batch, windows in stream order.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.bundle import Bundle, Ensemble, Manifest
+from edge.likelihood import ScoreState
 from edge.runtimes.onnx import OnnxModel
 from edge.runtimes.tflite import TfliteModel
 
@@ -24,7 +29,7 @@ class Scores:
     """Scores of a batch of B windows over C channels."""
 
     raw: dict[str, FloatArray]  # scorer -> (B,)
-    normalized: dict[str, FloatArray]  # scorer -> (B,), score / threshold
+    normalized: dict[str, FloatArray]  # scorer -> (B,), score (or its likelihood) / threshold
     ensemble: FloatArray  # (B,), >= 1 means anomalous
     channel_error: FloatArray  # (B, C), per-channel reconstruction error (attribution)
     iqr_excess: FloatArray  # (B, C), >= 1 means outside the Tukey fence
@@ -67,6 +72,10 @@ class ScoringEngine:
         self._iqr_width = np.maximum(m.iqr.k * (q3 - q1), 1e-9)
         self._thresholds = {s.name: s.threshold.value for s in m.scorers}
 
+    def new_state(self) -> ScoreState:
+        """Fresh per-device state for the bundle's stateful steps (scorer likelihoods)."""
+        return ScoreState(self.manifest)
+
     def lstm_errors(self, windows: FloatArray) -> FloatArray:
         """Per-window, per-channel squared reconstruction error, shape (B, C).
 
@@ -97,8 +106,11 @@ class ScoringEngine:
         excess = np.maximum(rows - self._iqr_q3, self._iqr_q1 - rows)
         return np.asarray(excess / self._iqr_width)
 
-    def score_windows(self, windows: FloatArray) -> Scores:
-        """Score windows of shape (B, window, C) holding scaled, filled, unclipped rows."""
+    def score_windows(self, windows: FloatArray, state: ScoreState | None = None) -> Scores:
+        """Score windows of shape (B, window, C) holding scaled, filled, unclipped rows.
+
+        `state` is the device's (`new_state()`), the windows being its next ones in order;
+        without it, a bundle with likelihood steps treats the batch as a whole stream."""
         raw: dict[str, FloatArray] = {}
         channel_error = np.zeros((windows.shape[0], windows.shape[2]))
         iqr_excess = self.iqr_excess(windows[:, -1, :])
@@ -113,7 +125,8 @@ class ScoringEngine:
                 raw[scorer.name] = outputs[str(scorer.output)]
             else:
                 raw[scorer.name] = iqr_excess.max(axis=1)
-        normalized = {name: raw[name] / self._thresholds[name] for name in raw}
+        stepped = (state if state is not None else self.new_state()).apply(raw)
+        normalized = {name: stepped[name] / self._thresholds[name] for name in raw}
         ensemble = combine(self.manifest.ensemble, normalized)
         if self.tflite is None:
             channel_error = np.square(windows[:, -1, :])

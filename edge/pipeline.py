@@ -105,6 +105,7 @@ class DevicePipeline:
         self.counter = counter
         self.window = DeviceWindow(engine.manifest, stride)
         self.decider = Decider(device, decision, list(engine.manifest.channels), options)
+        self.state = engine.new_state()  # the device's likelihood histories, if any
         self.stats = DeviceStats()
         self.scorer_names = [s.name for s in engine.manifest.scorers]
         self._clock = clock
@@ -144,7 +145,8 @@ class DevicePipeline:
         n = len(ts)
         batch = self.window.push_rows(ts, raw)
         self._count(ts, batch.status, batch.restarted, batch.filled)
-        scores = self.engine.score_windows(batch.windows) if len(batch.window_rows) else None
+        scores = (self.engine.score_windows(batch.windows, self.state)
+                  if len(batch.window_rows) else None)
         self.stats.windows_scored += len(batch.window_rows)
         window_of = np.full(n, -1, dtype=np.intp)
         window_of[batch.window_rows] = np.arange(len(batch.window_rows))
@@ -218,6 +220,13 @@ def _same_shape(old: ScoringEngine, new: ScoringEngine) -> bool:
             and a.preprocess == b.preprocess)
 
 
+def _same_steps(old: ScoringEngine, new: ScoringEngine) -> bool:
+    """A device's likelihood histories stay valid only for the same raw scores: the same
+    scorers with the same steps, computed by the same model files."""
+    a, b = old.manifest, new.manifest
+    return a.scorers == b.scorers and a.files == b.files
+
+
 class Gateway:
     """Pipelines for several devices sharing one engine, created on first sight."""
 
@@ -274,8 +283,10 @@ class Gateway:
     def swap_engine(self, engine: ScoringEngine, decision: Decision | None = None
                     ) -> list[AlertEvent]:
         """Hot reload. Windows are kept when channels, window length and preprocessing match;
-        otherwise each device ends its open alert (`reload`) and warms up again."""
+        otherwise each device ends its open alert (`reload`) and warms up again. Likelihood
+        histories are kept only when the scorers and model files are the same."""
         keep = _same_shape(self.engine, engine)
+        same_steps = _same_steps(self.engine, engine)
         self.engine = engine
         self.decision = decision or engine.manifest.decision
         events: list[AlertEvent] = []
@@ -286,6 +297,8 @@ class Gateway:
                 old.scorer_names = [s.name for s in engine.manifest.scorers]
                 old.decider.decision = self.decision
                 old.decider.resize_smoothing(self.decision.smoothing)
+                if not same_steps:
+                    old.state = engine.new_state()
                 continue
             ended = old.interrupt("reload")
             if ended is not None:
