@@ -12,6 +12,7 @@ from edge.bundle import (
     Decision,
     DistanceSpec,
     Ensemble,
+    LikelihoodSpec,
     LstmAeSpec,
     Manifest,
     ModelFile,
@@ -35,7 +36,6 @@ PACKAGES = (
     "scipy",
     "edge-anomaly",
 )
-DISTANCE_OUTPUTS = ("spe", "euclidean", "mahalanobis")
 
 
 def versions() -> dict[str, str]:
@@ -48,18 +48,33 @@ def versions() -> dict[str, str]:
     return out
 
 
-def scorer_specs(thresholds: dict[str, Threshold], spe: bool) -> list[ScorerSpec]:
-    """lstm_ae, the distance outputs (spe only when it is not identically zero), iqr."""
-    specs = [ScorerSpec(name="lstm_ae", kind="lstm_ae", threshold=thresholds["lstm_ae"])]
-    for output in DISTANCE_OUTPUTS:
-        if output != "spe" or spe:
-            specs.append(
-                ScorerSpec(
-                    name=output, kind="distance", output=output, threshold=thresholds[output]
-                )
-            )
-    specs.append(ScorerSpec(name="iqr", kind="iqr", threshold=thresholds["iqr"]))
-    return specs
+def likelihood_spec(config: FitConfig) -> LikelihoodSpec:
+    return LikelihoodSpec(
+        short=config.likelihood_short,
+        history=config.likelihood_history,
+        min_history=config.likelihood_min_history,
+    )
+
+
+def scorer_specs(
+    thresholds: dict[str, Threshold], distance_scorers: list[str], config: FitConfig
+) -> list[ScorerSpec]:
+    """lstm_ae, the distance model's scorers, iqr; a likelihood step where configured."""
+    step = likelihood_spec(config)
+    chosen = set(config.likelihood_scorers or ())
+    specs = [("lstm_ae", "lstm_ae", None)]
+    specs += [(name, "distance", name) for name in distance_scorers]
+    specs.append(("iqr", "iqr", None))
+    return [
+        ScorerSpec(
+            name=name,
+            kind=kind,  # type: ignore[arg-type]
+            output=output,
+            threshold=thresholds[name],
+            likelihood=step if name in chosen else None,
+        )
+        for name, kind, output in specs
+    ]
 
 
 def assemble_manifest(
@@ -70,14 +85,14 @@ def assemble_manifest(
     identity: tuple[str, str, str],
     models: dict[str, ModelFile],
     lags: int,
-    spe: bool,
+    distance_scorers: list[str],
     thresholds: dict[str, Threshold],
     parity: dict[str, Any],
     training: dict[str, Any],
 ) -> Manifest:
     """The manifest; `identity` is (name, version, created); model files must be in `folder`."""
     name, version, created = identity
-    members = [m for m in config.ensemble_members if spe or m != "spe"]
+    members = list(config.ensemble_members or ())
     return Manifest(
         schema_version=SCHEMA_VERSION,
         name=name,
@@ -91,7 +106,7 @@ def assemble_manifest(
         lstm_ae=LstmAeSpec(reduce=config.lstm_reduce),  # type: ignore[arg-type]
         distance=DistanceSpec(lags=lags, clip_inputs=config.distance_clip),
         iqr=prep.iqr,
-        scorers=scorer_specs(thresholds, spe),
+        scorers=scorer_specs(thresholds, distance_scorers, config),
         ensemble=Ensemble(
             rule=config.ensemble_rule,  # type: ignore[arg-type]
             members=members,
@@ -99,11 +114,12 @@ def assemble_manifest(
             votes=min(config.ensemble_votes, len(members)),
         ),
         decision=Decision(
-            smoothing=config.smoothing,
-            trigger=config.trigger,
-            release=config.release,
-            release_level=config.release_level,
+            smoothing=config.smoothing,  # type: ignore[arg-type]  # resolved: not None
+            trigger=config.trigger,  # type: ignore[arg-type]
+            release=config.release,  # type: ignore[arg-type]
+            release_level=config.release_level,  # type: ignore[arg-type]
             cooldown_s=config.cooldown_s,
+            cooldown_windows=config.cooldown_windows,  # type: ignore[arg-type]
             warmup_windows=config.warmup_windows,
         ),
         files=checksums(folder, [m.file for m in models.values()]),

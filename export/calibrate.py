@@ -16,6 +16,8 @@ Methods (each records its parameters in the manifest's `Threshold.params`):
   reaches `bound`: a shift any smaller is not reliably told apart from normal. For a Gaussian
   of deviation sigma, D_B = delta^2 / (8 sigma^2), so bound 2 gives median + 4 sigma.
 - `fence` (IQR scorer only): 1.0, the Tukey fence itself.
+- `likelihood` (scorers with the device's likelihood step): a fixed threshold on its z, not
+  calibrated here: the step judges each raw score against the device's own history.
 """
 
 from __future__ import annotations
@@ -142,6 +144,12 @@ def calibrate(scores: FloatArray, config: FitConfig, method: str | None = None) 
     if method == "bhattacharyya":
         return bhattacharyya(scores, config.bhattacharyya_bound)
     raise ValueError(f"unknown threshold method {method!r}")
+
+
+def likelihood(z: float) -> Threshold:
+    """A threshold on the likelihood step's z; HTM's likelihood 1 - Q(z) in the params."""
+    level = 1.0 - 0.5 * math.erfc(z / math.sqrt(2.0))
+    return Threshold(value=z, method="likelihood", params={"likelihood": round(level, 6)})
 
 
 def fence(scores: FloatArray) -> Threshold:

@@ -2,6 +2,10 @@
 
 Each field's metadata holds its help text and option group; `export.fit_command` builds the
 command line from them, so a new field is a new option without touching the CLI.
+
+Fields whose default is None take the value of the *recipe* (`export.recipes`): the
+multivariate one for data with two or more channels, the univariate one for a single channel
+(`--recipe` forces one). An option given explicitly always wins over the recipe.
 """
 
 from __future__ import annotations
@@ -9,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-SCORERS = ("lstm_ae", "spe", "euclidean", "mahalanobis", "iqr")
+SCORERS = ("lstm_ae", "spe", "euclidean", "mahalanobis", "iqr")  # with --distance-model pca_kmeans
 THRESHOLD_METHODS = ("quantile", "iqr", "pot", "bhattacharyya")
+RECIPES = ("auto", "multivariate", "univariate")
+DISTANCE_MODELS = ("window_features", "lag_kmeans", "pca_kmeans")
 
 
 def _meta(help: str, group: str, **extra: Any) -> dict[str, Any]:
@@ -33,6 +39,14 @@ def _weights(text: str) -> dict[str, float]:
 
 def _label(text: str) -> str:
     return "" if text.lower() in ("none", "") else text
+
+
+def _scales(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in _split(text))
+
+
+def _names_or_none(text: str) -> tuple[str, ...]:
+    return () if text.strip().lower() == "none" else _split(text)
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,28 @@ class FitConfig:
         ),
     )
     # models
+    recipe: str = field(
+        default="auto",
+        metadata=_meta(
+            "the defaults of the options marked 'recipe': multivariate (2+ channels: "
+            "features of the last --lags rows, Mahalanobis distance, smoothed decision) or "
+            "univariate (1 channel: lag-vector distances to KMeans centroids at several "
+            "scales, each through the device's anomaly-likelihood step; an alert start is a "
+            "detection, then a cooldown); auto picks by the number of channels",
+            "models",
+            choices=RECIPES,
+        ),
+    )
+    distance_model: str | None = field(
+        default=None,
+        metadata=_meta(
+            "the ONNX distance model: window_features (multivariate recipe), lag_kmeans "
+            "(univariate recipe) or pca_kmeans (PCA + KMeans with spe/euclidean/mahalanobis "
+            "scores of the last --lags rows)",
+            "models",
+            choices=DISTANCE_MODELS,
+        ),
+    )
     window: int = field(default=16, metadata=_meta("window length in rows", "models"))
     stride: int = field(
         default=1, metadata=_meta("device scoring stride in rows (manifest)", "models")
@@ -173,14 +209,52 @@ class FitConfig:
     lags: int = field(
         default=0,
         metadata=_meta(
-            "rows per distance-model input (0: 1 for multivariate data, 8 for univariate data)",
+            "rows per distance-model input (0: 8 for window_features; the largest "
+            "--lag-scales for lag_kmeans; for pca_kmeans 1 with several channels, 8 with one)",
             "models",
         ),
+    )
+    feature_eps: float = field(
+        default=0.3,
+        metadata=_meta(
+            "window_features: the features are ln(standard deviation + this), in scaled units",
+            "models",
+        ),
+    )
+    slow_span: int = field(
+        default=32,
+        metadata=_meta(
+            "window_features: rows of the trailing mean in the slow-channel test", "models"
+        ),
+    )
+    slow_ratio: float = field(
+        default=0.65,
+        metadata=_meta(
+            "window_features: a channel is slow (its level is no feature, only its "
+            "variability) when the standard deviation of its trailing mean over the training "
+            "rows exceeds this share of its own",
+            "models",
+        ),
+    )
+    lag_scales: tuple[int, ...] = field(
+        default=(8, 4),
+        metadata=_meta(
+            "lag_kmeans: lag-vector lengths in rows, one score lag_distance_<n> each",
+            "models",
+            parse=_scales,
+            metavar="N,N",
+        ),
+    )
+    lag_clusters: int = field(
+        default=16, metadata=_meta("lag_kmeans: KMeans centroids per scale", "models")
+    )
+    lag_n_init: int = field(
+        default=3, metadata=_meta("lag_kmeans: KMeans initialisations", "models")
     )
     pca_variance: float = field(
         default=0.95,
         metadata=_meta(
-            "PCA keeps the fewest components explaining this share "
+            "pca_kmeans: PCA keeps the fewest components explaining this share "
             "of variance (at most features - 1)",
             "models",
         ),
@@ -188,11 +262,13 @@ class FitConfig:
     clusters: int = field(
         default=0,
         metadata=_meta(
-            "KMeans clusters (0: chosen by silhouette, 1 if no clear clusters)", "models"
+            "pca_kmeans: KMeans clusters (0: chosen by silhouette, 1 if no clear clusters)",
+            "models",
         ),
     )
     max_clusters: int = field(
-        default=6, metadata=_meta("largest cluster count tried when --clusters is 0", "models")
+        default=6,
+        metadata=_meta("pca_kmeans: largest cluster count tried when --clusters is 0", "models"),
     )
     covariance: str = field(
         default="ledoit_wolf",
@@ -212,10 +288,10 @@ class FitConfig:
         ),
     )
     distance_clip: bool = field(
-        default=True,
+        default=False,
         metadata=_meta(
-            "clip the distance model's inputs to +/- --clip like the autoencoder's; "
-            "--no-distance-clip lets a distance measure the full size of a deviation",
+            "clip the distance model's inputs to +/- --clip like the autoencoder's (by "
+            "default they are not: a distance measures the full size of a deviation)",
             "models",
         ),
     )
@@ -224,7 +300,7 @@ class FitConfig:
     )
     # thresholds
     threshold_method: str = field(
-        default="pot",
+        default="quantile",
         metadata=_meta(
             "how scorer thresholds are calibrated on held-out normal windows",
             "thresholds",
@@ -232,10 +308,13 @@ class FitConfig:
         ),
     )
     threshold_quantile: float = field(
-        default=0.995, metadata=_meta("quantile method: quantile of held-out scores", "thresholds")
+        default=1.0,
+        metadata=_meta(
+            "quantile method: quantile of held-out scores (1.0: their maximum)", "thresholds"
+        ),
     )
     threshold_margin: float = field(
-        default=0.1,
+        default=0.2,
         metadata=_meta("quantile method: threshold = quantile x (1+margin)", "thresholds"),
     )
     threshold_iqr_k: float = field(
@@ -269,6 +348,35 @@ class FitConfig:
             choices=("fence", "calibrated"),
         ),
     )
+    likelihood_scorers: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_meta(
+            "scorers whose raw score goes through the device's anomaly-likelihood step, their "
+            "threshold then applying to its z ('none': no scorer; recipe: the lag distances "
+            "with lag_kmeans, none otherwise)",
+            "thresholds",
+            parse=_names_or_none,
+            metavar="A,B",
+        ),
+    )
+    likelihood_threshold: float = field(
+        default=1.75,
+        metadata=_meta(
+            "likelihood: threshold on z (1.75 is Numenta's likelihood 0.96)", "thresholds"
+        ),
+    )
+    likelihood_short: int = field(
+        default=20,
+        metadata=_meta("likelihood: windows in the recent mean of log scores", "thresholds"),
+    )
+    likelihood_history: int = field(
+        default=8640,
+        metadata=_meta("likelihood: windows of log-score history kept per device", "thresholds"),
+    )
+    likelihood_min_history: int = field(
+        default=300,
+        metadata=_meta("likelihood: 0 until the device scored this many windows", "thresholds"),
+    )
     # ensemble and decision
     ensemble_rule: str = field(
         default="max",
@@ -278,10 +386,13 @@ class FitConfig:
             choices=("max", "mean", "weighted_mean", "vote"),
         ),
     )
-    ensemble_members: tuple[str, ...] = field(
-        default=("lstm_ae", "mahalanobis"),
+    ensemble_members: tuple[str, ...] | None = field(
+        default=None,
         metadata=_meta(
-            f"comma-separated members of {', '.join(SCORERS)}",
+            "comma-separated scorers: lstm_ae, iqr and the distance model's outputs "
+            "(window_features: window_mahalanobis; lag_kmeans: lag_distance_<n>; pca_kmeans: "
+            "spe, euclidean, mahalanobis) (recipe: window_mahalanobis; every lag distance; "
+            "lstm_ae,mahalanobis for pca_kmeans)",
             "ensemble",
             parse=_split,
             metavar="A,B",
@@ -299,24 +410,58 @@ class FitConfig:
     ensemble_votes: int = field(
         default=2, metadata=_meta("vote rule: members over threshold needed", "ensemble")
     )
-    smoothing: int = field(
-        default=1,
-        metadata=_meta("decision: moving average of the ensemble score, in windows", "decision"),
+    smoothing: int | None = field(
+        default=None,
+        metadata=_meta(
+            "decision: moving average of the ensemble score, in windows (recipe: "
+            "multivariate 16, univariate 1)",
+            "decision",
+            parse=int,
+            metavar="N",
+        ),
     )
-    trigger: int = field(
-        default=3,
-        metadata=_meta("decision: consecutive windows over 1.0 to start an alert", "decision"),
+    trigger: int | None = field(
+        default=None,
+        metadata=_meta(
+            "decision: consecutive windows over 1.0 to start an alert (recipe: 1)",
+            "decision",
+            parse=int,
+            metavar="N",
+        ),
     )
-    release: int = field(
-        default=5,
-        metadata=_meta("decision: consecutive windows under --release-level to end it", "decision"),
+    release: int | None = field(
+        default=None,
+        metadata=_meta(
+            "decision: consecutive windows under --release-level to end it (recipe: "
+            "multivariate 10, univariate 1)",
+            "decision",
+            parse=int,
+            metavar="N",
+        ),
     )
-    release_level: float = field(
-        default=0.9, metadata=_meta("decision: level that counts as back to normal", "decision")
+    release_level: float | None = field(
+        default=None,
+        metadata=_meta(
+            "decision: level that counts as back to normal (recipe: multivariate 0.8, "
+            "univariate 1.0)",
+            "decision",
+            parse=float,
+            metavar="X",
+        ),
     )
     cooldown_s: float = field(
         default=0.0,
         metadata=_meta("decision: seconds after an alert ends before a new one", "decision"),
+    )
+    cooldown_windows: int | None = field(
+        default=None,
+        metadata=_meta(
+            "decision: scored windows after an alert ends before a new one (recipe: "
+            "multivariate 0, univariate 100)",
+            "decision",
+            parse=int,
+            metavar="N",
+        ),
     )
     warmup_windows: int = field(
         default=0, metadata=_meta("decision: windows ignored after start", "decision")

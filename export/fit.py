@@ -1,6 +1,7 @@
 """`fit_bundle`: CSV in, verified bundle out. The one entry point for the CLI, benchmarks, demo.
 
-Stages: prepare (read, clean, fit preprocessing) -> linear scorers (-> distance.onnx) ->
+Stages: prepare (read, clean, fit preprocessing; the recipe is resolved from the number of
+channels, `export.recipes`) -> distance model (-> distance.onnx) ->
 LSTM autoencoder (-> int8 lstm_ae.tflite, converted in a subprocess) -> thresholds on
 held-out normal windows scored by the device engine -> parity checks -> manifest ->
 verification with `edge.bundle.load_bundle` + `edge.engine.ScoringEngine` -> labelled
@@ -28,19 +29,19 @@ import numpy as np
 from edge.bundle import Manifest, ModelFile, Threshold, load_bundle, sha256_file, write_manifest
 from edge.engine import ScoringEngine
 from export import calibrate
-from export.config import SCORERS, FitConfig
+from export.config import FitConfig
 from export.errors import InputError
 from export.prepare import Prepared, prepare, window_ends
+from export.recipes import default_lags, resolve
 from export.scoring import ENSEMBLE, WindowScores, labelled_metrics, score_file
 
-__all__ = ["FitConfig", "FitResult", "default_lags", "fit_bundle"]
+__all__ = ["FitConfig", "FitResult", "default_lags", "fit_bundle"]  # default_lags: recipes
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 Progress = Callable[[str], None]
 Metrics = dict[str, dict[str, dict[str, float]]]  # rows ("all", "test") -> scorer -> figures
 LSTM_FILE, DISTANCE_FILE, REPORT_DIR = "lstm_ae.tflite", "distance.onnx", "report"
 FLOAT_FILE = "lstm_ae_float.keras"  # with keep_float; not listed in the manifest
-UNIVARIATE_LAGS = 8
 POSITIVE_OPTIONS = (
     "units",
     "epochs",
@@ -48,10 +49,13 @@ POSITIVE_OPTIONS = (
     "stride",
     "train_stride",
     "calib_samples",
-    "trigger",
-    "release",
-    "smoothing",
     "ensemble_votes",
+    "slow_span",
+    "lag_clusters",
+    "lag_n_init",
+    "likelihood_short",
+    "likelihood_history",
+    "likelihood_min_history",
 )
 
 
@@ -75,26 +79,13 @@ def check_options(config: FitConfig, out_dir: Path) -> None:
         raise InputError(f"--out {out_dir} already exists; pass --force to replace it")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} exists and is not a directory")
-    unknown = [m for m in config.ensemble_members if m not in SCORERS]
-    if unknown or not config.ensemble_members:
-        raise InputError(
-            f"--ensemble-members {','.join(config.ensemble_members)}: "
-            f"choose among {', '.join(SCORERS)}"
-        )
-    stray = [m for m in config.ensemble_weights or {} if m not in config.ensemble_members]
-    if stray:
-        raise InputError(f"--ensemble-weights names {stray[0]!r}, not an ensemble member")
     if config.lags > config.window:
         raise InputError(f"--lags {config.lags} cannot exceed --window {config.window}")
     for name in POSITIVE_OPTIONS:
         if getattr(config, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-
-
-def default_lags(n_channels: int, config: FitConfig) -> int:
-    """Rows per distance-model input: --lags, else 1 for multivariate and 8 for univariate."""
-    lags = config.lags or (UNIVARIATE_LAGS if n_channels == 1 else 1)
-    return min(lags, config.window)
+    if config.likelihood_threshold <= 0:
+        raise InputError("--likelihood-threshold must be positive")
 
 
 @dataclass
@@ -110,7 +101,7 @@ class _Build:
     models: dict[str, ModelFile] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     ae: Any = None  # export.lstm_ae.TrainedAe
-    linear: Any = None  # export.linear.LinearModel
+    distance: Any = None  # export.onnx_export.DistanceModel
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -130,7 +121,7 @@ class _Build:
             identity=self.identity,
             models=self.models,
             lags=self.lags,
-            spe=self.linear.n_features > 1,
+            distance_scorers=list(self.distance.scorers),
             thresholds=thresholds,
             parity=parity,
             training=self.training,
@@ -162,24 +153,55 @@ def _say_data(build: _Build, csv_path: Path) -> None:
     )
 
 
-def _fit_linear(build: _Build) -> None:
-    from export.linear import fit_linear, lag_features
+def _fit_distance_model(build: _Build, x: np.ndarray) -> str:
+    """Fit the configured distance model on training inputs `x`; the progress line's text."""
+    p, c = build.prep, build.config
+    if c.distance_model == "window_features":
+        from export.window_features import fit_window_features
+
+        build.distance = model = fit_window_features(x, build.lags, p.scaled[p.fit_rows], c)
+        info = model.info
+        slow = [p.data.channels[j] for j in info["slow_channels"]]
+        return (
+            f"window features over the last {build.lags} rows: {info['features']} "
+            f"(means of {len(p.data.channels) - len(slow)} channels, log standard deviations "
+            f"of {len(p.data.channels)}; slow channels: {', '.join(slow) or 'none'}) -> "
+            f"Mahalanobis, {c.covariance} covariance"
+        )
+    if c.distance_model == "lag_kmeans":
+        from export.lag_kmeans import fit_lag_kmeans
+
+        build.distance = model = fit_lag_kmeans(x, build.lags, c)
+        scales = ", ".join(f"{s} rows k={k}" for s, k in model.info["clusters"].items())
+        return f"lag vectors ({scales}) -> distance to the nearest KMeans centroid"
+    from export.linear import fit_linear
+
+    build.distance = model = fit_linear(x, c)
+    info = model.info
+    plural = "s" if info["pca_components"] > 1 else ""
+    return (
+        f"{info['features']} features (lags {build.lags}) -> PCA "
+        f"{info['pca_components']} component{plural} ({info['explained_variance']:.1%} "
+        f"variance), KMeans k={info['clusters']}, {c.covariance} covariance "
+        f"({c.covariance_pooling})"
+    )
+
+
+def _fit_distance(build: _Build) -> None:
+    from export.linear import lag_features
     from export.onnx_export import export_distance
 
     started = time.perf_counter()
     p, c = build.prep, build.config
     x = lag_features(p.windows(p.fit_ends, c.window), build.lags, build.distance_clip)
-    build.linear = fit_linear(x, c)
-    build.models["distance"] = export_distance(build.linear, build.folder / DISTANCE_FILE)
-    build.training["linear"] = info = build.linear.info
-    build.timed("linear", started)
-    plural = "s" if info["pca_components"] > 1 else ""
+    text = _fit_distance_model(build, x)
+    build.models["distance"] = export_distance(build.distance, build.folder / DISTANCE_FILE)
+    build.training["distance_model"] = {"kind": c.distance_model, **build.distance.info}
+    build.timed("distance", started)
+    scorers = ", ".join(build.distance.scorers)
     build.say(
-        f"[2/7] linear scorers: {info['features']} features (lags {build.lags}) -> PCA "
-        f"{info['pca_components']} component{plural} ({info['explained_variance']:.1%} "
-        f"variance), KMeans k={info['clusters']}, {c.covariance} covariance "
-        f"({c.covariance_pooling}); {DISTANCE_FILE} "
-        f"{(build.folder / DISTANCE_FILE).stat().st_size / 1024:.1f} KB"
+        f"[2/7] distance model ({c.distance_model}): {text}; scorers {scorers}; "
+        f"{DISTANCE_FILE} {(build.folder / DISTANCE_FILE).stat().st_size / 1024:.1f} KB"
     )
 
 
@@ -230,13 +252,15 @@ def _thresholds(build: _Build, heldout: WindowScores) -> dict[str, Threshold]:
     config = build.config
     out: dict[str, Threshold] = {}
     for name, scores in heldout.raw.items():
-        if name == "iqr" and config.iqr_threshold == "fence":
+        if name in (config.likelihood_scorers or ()):
+            out[name] = calibrate.likelihood(config.likelihood_threshold)
+        elif name == "iqr" and config.iqr_threshold == "fence":
             out[name] = calibrate.fence(scores)
         else:
             out[name] = calibrate.calibrate(scores, config)
     methods = ", ".join(
         f"{n} {t.value:.4g}"
-        + ("" if t.method in (config.threshold_method, "fence") else f" ({t.method})")
+        + ("" if t.method == config.threshold_method else f" ({t.method})")
         for n, t in out.items()
     )
     build.say(
@@ -253,7 +277,8 @@ def _calibrate(build: _Build, all_ends: np.ndarray) -> tuple[dict[str, Threshold
 
     started = time.perf_counter()
     prep, config = build.prep, build.config
-    provisional = {s: Threshold(value=1.0, method="provisional") for s in SCORERS}
+    names = ["lstm_ae", *build.distance.scorers, "iqr"]
+    provisional = {s: Threshold(value=1.0, method="provisional") for s in names}
     build.write_manifest(provisional, {})
     engine = ScoringEngine(load_bundle(build.folder))
     heldout = score_file(engine, prep.scaled, prep.calib_ends)
@@ -265,7 +290,7 @@ def _calibrate(build: _Build, all_ends: np.ndarray) -> tuple[dict[str, Threshold
         prep,
         config,
         distance_path=build.folder / DISTANCE_FILE,
-        linear=build.linear,
+        linear=build.distance,
         ae_model=build.ae.model,
         lags=build.lags,
         distance_clip=build.distance_clip,
@@ -325,7 +350,7 @@ def _build(build: _Build, csv_path: Path, lines: list[str]) -> tuple[Manifest, d
             "config": config.summary(),
         }
     )
-    _fit_linear(build)
+    _fit_distance(build)
     _fit_lstm(build)
     ok = np.ones(len(prep.scaled), dtype=bool)
     all_ends = window_ends(ok, prep.gap_before, config.window, config.stride)
@@ -411,6 +436,7 @@ def fit_bundle(
 
     check_options(config, out_dir)
     prep = prepare(csv_path, config)
+    config = resolve(config, len(prep.data.channels))
     now = datetime.now(timezone.utc)
     identity = (
         config.name or out_dir.name,
@@ -422,9 +448,7 @@ def fit_bundle(
         tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent)
     )
     folder.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be copied around
-    build = _Build(
-        prep, config, folder, default_lags(len(prep.data.channels), config), say, identity
-    )
+    build = _Build(prep, config, folder, config.lags, say, identity)
     build.timed("prepare", started)
     try:
         _say_data(build, csv_path)

@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             else:
                 kwargs["metavar"] = f.metadata.get("metavar") or METAVARS.get(kind, "VALUE")
         if default is not None and not isinstance(default, bool):
-            shown = ",".join(default) if isinstance(default, tuple) else default
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
             kwargs["help"] = f"{kwargs['help']} (default: {shown})"
         group.add_argument(flag, **kwargs)  # type: ignore[arg-type]
 

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +19,9 @@ from sklearn.cluster import KMeans
 from sklearn.covariance import EmpiricalCovariance, LedoitWolf, MinCovDet
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
+
+if TYPE_CHECKING:
+    import onnx
 
 from export.config import FitConfig
 
@@ -34,9 +37,21 @@ class LinearModel:
     precisions: FloatArray  # (K, d, d) inverse covariance used for each cluster
     info: dict[str, Any] = field(default_factory=dict)
 
+    outputs = OUTPUTS
+
     @property
     def n_features(self) -> int:
         return int(self.pca.n_features_in_)
+
+    @property
+    def scorers(self) -> tuple[str, ...]:
+        """spe only when it is not identically zero (one feature: PCA keeps it whole)."""
+        return tuple(o for o in OUTPUTS if o != "spe" or self.n_features > 1)
+
+    def onnx(self) -> onnx.ModelProto:
+        from export.onnx_export import build_distance_model
+
+        return build_distance_model(self)
 
     def scores(self, x: FloatArray) -> dict[str, FloatArray]:
         """Reference scores of feature rows (N, lags*C) in float64."""

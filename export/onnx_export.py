@@ -1,15 +1,20 @@
-"""Export the linear scorers as one ONNX model, `distance.onnx`.
+"""Export a distance model as one ONNX model, `distance.onnx`; the PCA/KMeans graph.
 
-Input `x` float32 [N, lags*C] (scaled, clipped rows, flattened as the engine does). The PCA
-projection is converted by skl2onnx; the nodes it has no converter for (nearest centroid
-with its Euclidean and Mahalanobis distances, and the reconstruction error) are added with
-`onnx.helper`. The graph computes in float64 and returns float32 outputs `spe`,
-`euclidean`, `mahalanobis` of shape [N], so it matches scikit-learn to float32 rounding.
+Every distance model (`DistanceModel`: `export.linear.LinearModel`,
+`export.window_features.WindowFeatureModel`, `export.lag_kmeans.LagKmeansModel`) takes input
+`x` float32 [N, lags*C] (scaled rows, flattened as the engine does), computes in float64 and
+returns float32 outputs of shape [N], so it matches its float64 numpy/scikit-learn reference
+(`scores`) to float32 rounding.
+
+PCA/KMeans (`LinearModel`): the PCA projection is converted by skl2onnx; the nodes it has no
+converter for (nearest centroid with its Euclidean and Mahalanobis distances, and the
+reconstruction error) are added with `onnx.helper`; outputs `spe`, `euclidean`, `mahalanobis`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -20,15 +25,42 @@ from skl2onnx.common.data_types import DoubleTensorType
 
 from edge.bundle import ModelFile, TensorSpec
 from edge.runtimes.onnx import OnnxModel
-from export.linear import OUTPUTS, LinearModel
+
+if TYPE_CHECKING:
+    from export.linear import LinearModel
 
 FloatArray = npt.NDArray[np.float64]
 OPSET = 17
 INPUT = "x"
 
 
-def _const(name: str, value: npt.ArrayLike, dtype: type = np.float64) -> onnx.TensorProto:
-    return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+class DistanceModel(Protocol):
+    """What `fit_bundle` needs of a distance model."""
+
+    outputs: tuple[str, ...]  # the ONNX graph's outputs
+    scorers: tuple[str, ...]  # the outputs that become scorers
+    info: dict[str, Any]
+
+    @property
+    def n_features(self) -> int: ...
+
+    def scores(self, x: FloatArray) -> dict[str, FloatArray]: ...
+
+    def onnx(self) -> onnx.ModelProto: ...
+
+
+def const(value_name: str, value: npt.ArrayLike, dtype: type = np.float64) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(value, dtype=dtype), value_name)
+
+
+def finish_model(graph: onnx.GraphProto, opset: int = OPSET) -> onnx.ModelProto:
+    """Wrap a graph as a checked model readable by older onnxruntime releases."""
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="edge-train"
+    )
+    proto.ir_version = min(proto.ir_version, 8)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
 
 
 def build_distance_model(model: LinearModel) -> onnx.ModelProto:
@@ -42,13 +74,13 @@ def build_distance_model(model: LinearModel) -> onnx.ModelProto:
     nodes += list(pca.graph.node)
     inits = [
         *pca.graph.initializer,
-        _const("components", model.pca.components_),
-        _const("pca_mean", model.pca.mean_),
-        _const("centroids", model.kmeans.cluster_centers_),
-        _const("precisions", model.precisions),
-        _const("axis1", [1], np.int64),
-        _const("axis2", [2], np.int64),
-        _const("zero", 0.0),
+        const("components", model.pca.components_),
+        const("pca_mean", model.pca.mean_),
+        const("centroids", model.kmeans.cluster_centers_),
+        const("precisions", model.precisions),
+        const("axis1", [1], np.int64),
+        const("axis2", [2], np.int64),
+        const("zero", 0.0),
     ]
     mk = helper.make_node
     nodes += [
@@ -78,31 +110,26 @@ def build_distance_model(model: LinearModel) -> onnx.ModelProto:
         mk("Sqrt", ["m2_pos"], ["ma"]),
         mk("Squeeze", ["ma", "axis1"], ["ma64"]),
     ]
-    for name, source in zip(OUTPUTS, ("spe64", "eu64", "ma64"), strict=True):
+    for name, source in zip(model.outputs, ("spe64", "eu64", "ma64"), strict=True):
         nodes.append(mk("Cast", [source], [name], to=TensorProto.FLOAT))
     graph = helper.make_graph(
         nodes,
         "distance",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", n])],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N"]) for name in OUTPUTS],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N"]) for name in model.outputs],
         inits,
     )
-    proto = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edge-train"
-    )
-    proto.ir_version = min(proto.ir_version, 8)
-    onnx.checker.check_model(proto, full_check=True)
-    return proto
+    return finish_model(graph)
 
 
-def export_distance(model: LinearModel, path: Path) -> ModelFile:
-    path.write_bytes(build_distance_model(model).SerializeToString())
+def export_distance(model: DistanceModel, path: Path) -> ModelFile:
+    path.write_bytes(model.onnx().SerializeToString())
     n = model.n_features
     return ModelFile(
         file=path.name,
         runtime="onnx",
         inputs=[TensorSpec(name=INPUT, shape=[-1, n], dtype="float32")],
-        outputs=[TensorSpec(name=name, shape=[-1], dtype="float32") for name in OUTPUTS],
+        outputs=[TensorSpec(name=name, shape=[-1], dtype="float32") for name in model.outputs],
         weights_dtype="float64",
     )
 
@@ -112,11 +139,11 @@ def relative_diff(actual: FloatArray, expected: FloatArray) -> float:
     return float(np.max(np.abs(actual - expected) / np.maximum(np.abs(expected), 1e-6)))
 
 
-def onnx_parity(path: Path, model: LinearModel, x: FloatArray) -> dict[str, float]:
+def onnx_parity(path: Path, model: DistanceModel, x: FloatArray) -> dict[str, float]:
     """Max relative difference per output between onnxruntime and scikit-learn/numpy."""
     got = OnnxModel(path).run(x.astype(np.float32))
     expected = model.scores(x.astype(np.float32).astype(np.float64))
     return {
         name: relative_diff(got[name].astype(np.float64).reshape(-1), expected[name])
-        for name in OUTPUTS
+        for name in model.outputs
     }

@@ -37,11 +37,14 @@ class WindowScores:
 def score_file(
     engine: ScoringEngine, scaled: FloatArray, ends: IntArray, batch: int = 1024
 ) -> WindowScores:
-    """Run the engine over the windows of `scaled` (rows already filled and scaled)."""
+    """Run the engine over the windows of `scaled` (rows already filled and scaled), as one
+    device would in that order (one likelihood state across the batches)."""
     length = engine.manifest.window.length
+    state = engine.new_state()
     parts = []
     for start in range(0, len(ends), batch):
-        parts.append(engine.score_windows(windows_at(scaled, ends[start : start + batch], length)))
+        windows = windows_at(scaled, ends[start : start + batch], length)
+        parts.append(engine.score_windows(windows, state))
     names = [s.name for s in engine.manifest.scorers]
 
     def cat(values: list[FloatArray], width: int | None = None) -> FloatArray:

@@ -19,8 +19,8 @@ from edge.bundle import load_bundle
 from edge.engine import ScoringEngine
 from export.config import FitConfig
 from export.errors import FitError
-from export.linear import LinearModel, lag_features
-from export.onnx_export import onnx_parity
+from export.linear import lag_features
+from export.onnx_export import DistanceModel, onnx_parity
 from export.prepare import Prepared
 from export.scoring import WindowScores
 
@@ -39,7 +39,7 @@ def parity(
     config: FitConfig,
     *,
     distance_path: Path,
-    linear: LinearModel,
+    linear: DistanceModel,
     ae_model: Any,
     lags: int,
     distance_clip: float | None,

@@ -87,7 +87,7 @@ def test_progress_and_labelled_metrics_printed(fitted: tuple[Path, Path, str]) -
     for stage in range(1, 8):
         assert f"[{stage}/7]" in printed
     assert "epoch   1/6" in printed
-    for scorer in ("lstm_ae", "spe", "euclidean", "mahalanobis", "iqr", "ensemble"):
+    for scorer in ("lstm_ae", "window_mahalanobis", "iqr", "ensemble"):
         assert any(line.split()[:1] == [scorer] for line in printed.splitlines()), scorer
     assert "precision" in printed and "test rows" in printed
     assert f"bundle: {out}" in printed
@@ -118,10 +118,13 @@ def test_manifest_records_the_cleaning(fitted: tuple[Path, Path, str]) -> None:
     assert m.sample_period_s == 1.0 and m.preprocess.max_gap_s == 5.0
     transforms = {c.name: c.transform for c in m.preprocess.channels}
     assert transforms["c"] in ("log1p", "sqrt") and transforms["a"] == "none"
-    assert m.distance is not None and m.distance.lags == 1
-    assert {s.name for s in m.scorers} == {"lstm_ae", "spe", "euclidean", "mahalanobis", "iqr"}
-    assert all(s.threshold.method in ("pot", "quantile", "fence") for s in m.scorers)
-    assert m.ensemble.members == ["lstm_ae", "mahalanobis"]
+    assert m.distance is not None and m.distance.lags == 8 and not m.distance.clip_inputs
+    assert [s.name for s in m.scorers] == ["lstm_ae", "window_mahalanobis", "iqr"]
+    assert all(s.threshold.method in ("quantile", "fence") for s in m.scorers)
+    assert all(s.likelihood is None for s in m.scorers)
+    assert m.ensemble.members == ["window_mahalanobis"]
+    assert m.training["config"]["recipe"] == "multivariate"
+    assert m.training["distance_model"]["kind"] == "window_features"
     latency = m.training["latency_ms_per_window"]
     assert 0 < latency["tflite"] <= latency["engine"] < 50
 
@@ -247,8 +250,11 @@ def test_force_replaces_and_forecast_residual(tmp_path: Path) -> None:
     assert result.file_bytes["lstm_ae.tflite"] > 0 and result.bundle_bytes > 0
 
 
-def test_univariate_data_gets_a_lag_embedding() -> None:
-    assert default_lags(1, FitConfig()) == 8
+def test_default_lags_follow_the_distance_model() -> None:
+    assert default_lags(1, FitConfig()) == 8  # lag_kmeans: the largest lag scale
+    assert default_lags(1, FitConfig(lag_scales=(6, 2))) == 6
     assert default_lags(1, FitConfig(window=4)) == 4
-    assert default_lags(5, FitConfig()) == 1
+    assert default_lags(5, FitConfig()) == 8  # window_features: the feature window
+    assert default_lags(5, FitConfig(distance_model="pca_kmeans")) == 1
+    assert default_lags(1, FitConfig(distance_model="pca_kmeans")) == 8
     assert default_lags(5, FitConfig(lags=3)) == 3
