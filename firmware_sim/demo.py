@@ -176,9 +176,7 @@ def train_command(cfg: DemoConfig, csv: Path, bundle: Path) -> list[str]:
         str(cfg.units),
         "--train-stride",
         str(cfg.train_stride),
-        # the linear SPE scorer catches what one sensor of a triplicate does on its own
-        "--ensemble-members",
-        "lstm_ae,spe,mahalanobis",
+        # everything else (scorers, thresholds, decision) is the trainer's recommendation
         "--name",
         f"{cfg.device}-demo",
         "--bundle-version",

@@ -150,6 +150,7 @@ class Evaluation:
     release_level: float
     thresholds: dict[str, float] = field(default_factory=dict)
     messages: dict[str, int] = field(default_factory=dict)  # live alert messages by state
+    members: list[str] = field(default_factory=list)  # the ensemble's scorers
 
     @property
     def false_alarms(self) -> list[AlertSpan]:
@@ -245,6 +246,7 @@ def evaluate(
         manifest.decision.release_level,
         {s.name: s.threshold.value for s in manifest.scorers},
         dict(Counter(a["state"] for a in alerts)),
+        list(manifest.ensemble.members),
     )
 
 
@@ -421,7 +423,7 @@ def plot_stream(path: Path, cfg: DemoConfig, sim: Simulation, ev: Evaluation) ->
     score_ax = axes[-1]
     rt = _dates(ev.replay.timestamps)
     for name, col in ev.replay.scorers.items():
-        if np.isfinite(col).any() and name in ("lstm_ae", "spe", "mahalanobis"):
+        if np.isfinite(col).any() and name in ev.members:
             score_ax.plot(rt, np.clip(col, 1e-2, None), lw=0.5, alpha=0.7, label=name)
     score_ax.plot(
         rt, np.clip(ev.replay.score, 1e-2, None), lw=1.0, color="black", label="ensemble (smoothed)"
