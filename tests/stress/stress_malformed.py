@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--malformed", type=int, default=100_000, help="malformed readings")
     parser.add_argument("--valid", type=int, default=25_000, help="clean valid readings")
-    parser.add_argument("--rate", type=float, default=2500.0, help="messages per second")
+    parser.add_argument("--rate", type=float, default=1200.0, help="messages per second")
     parser.add_argument("--devices", type=int, default=4, help="device ids (topics)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--drain-s", type=float, default=120.0,
