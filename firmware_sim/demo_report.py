@@ -397,6 +397,7 @@ def _dates(ts: np.ndarray) -> np.ndarray:
 def plot_stream(path: Path, cfg: DemoConfig, sim: Simulation, ev: Evaluation) -> Path:
     plt = _pyplot()
     import matplotlib.dates as mdates
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     stream = sim.stream
     order = np.argsort(stream.timestamps, kind="stable")
@@ -423,16 +424,28 @@ def plot_stream(path: Path, cfg: DemoConfig, sim: Simulation, ev: Evaluation) ->
     score_ax = axes[-1]
     rt = _dates(ev.replay.timestamps)
     for name, col in ev.replay.scorers.items():
-        if np.isfinite(col).any() and name in ev.members:
-            score_ax.plot(rt, np.clip(col, 1e-2, None), lw=0.5, alpha=0.7, label=name)
+        member = name in ev.members
+        if not np.isfinite(col).any() or (name == "iqr" and not member):
+            continue
+        score_ax.plot(
+            rt,
+            np.clip(col, 0.1, None),
+            lw=0.6 if member else 0.4,
+            alpha=0.8 if member else 0.35,
+            ls="-" if member else "--",
+            label=name if member else f"{name} (not in the ensemble)",
+        )
     score_ax.plot(
-        rt, np.clip(ev.replay.score, 1e-2, None), lw=1.0, color="black", label="ensemble (smoothed)"
+        rt, np.clip(ev.replay.score, 0.1, None), lw=1.0, color="black", label="ensemble (smoothed)"
     )
     score_ax.axhline(1.0, color="red", ls="--", lw=1, label="threshold (1.0)")
     score_ax.axhline(
         ev.release_level, color="red", ls=":", lw=0.8, label=f"release ({ev.release_level:g})"
     )
     score_ax.set_yscale("log")
+    score_ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    score_ax.yaxis.set_minor_formatter(NullFormatter())
+    score_ax.set_ylim(0.1, None)
     score_ax.set_ylabel("score / threshold")
     score_ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7, frameon=False)
     for o in ev.faults:
