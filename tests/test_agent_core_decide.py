@@ -78,6 +78,28 @@ def test_cooldown_delays_a_new_alert() -> None:
     assert events[0].id != events[2].id
 
 
+def test_cooldown_windows_counts_scored_windows_whatever_the_clock() -> None:
+    """cooldown_windows: a new alert waits that many scored windows after an end (the NAB
+    recipe's policy, independent of the sampling period), also after an interrupt."""
+    decider = make(trigger=1, release=1, cooldown_windows=3)
+    events, _ = run(decider, [2, 0, 2, 2, 2, 2, 0, 2, 2, 2])
+    # ends at windows 2 and 7: windows 3-4 and 8-9 wait, windows 5 and 10 start
+    assert [(e.state, e.ts) for e in events] == [
+        ("start", 1000.0), ("end", 1001.0), ("start", 1004.0), ("end", 1006.0),
+        ("start", 1009.0)]
+    slow = make(trigger=1, release=1, cooldown_windows=3)
+    events, _ = run(slow, [2, 0], t0=0.0)
+    events += run(slow, [2, 2], t0=10_000.0)[0]  # hours later: still windows 3 and 4
+    events += run(slow, [2], t0=10_002.0)[0]
+    assert [(e.state, e.ts) for e in events] == [
+        ("start", 0.0), ("end", 1.0), ("start", 10_002.0)]
+    cut = make(trigger=1, release=1, cooldown_windows=2)
+    run(cut, [2])
+    assert cut.interrupt("gap") is not None
+    events, _ = run(cut, [2, 2, 2], t0=2000.0)
+    assert [(e.state, e.ts) for e in events] == [("start", 2001.0)]
+
+
 def test_warm_up_windows_are_ignored() -> None:
     decider = make(trigger=1, warmup_windows=3)
     steps = [decider.step(1000.0 + i, evidence(5.0)) for i in range(5)]

@@ -1,0 +1,347 @@
+"""Detection quality of the trainer's recipes, measured with the real pipeline: per file
+`fit_bundle` then `replay_table` (the agent's window -> score -> decide code), nothing else.
+
+    python -m tests.bench.quality skab            # SKAB valve1: before / after / variants
+    python -m tests.bench.quality nab             # NAB (35 files): before / after / variants
+    python -m tests.bench.quality all --workers 2 --out /tmp/quality
+
+SKAB (leaderboard protocol): per file, fit on rows :400, replay the whole file, the agent's
+decision (an alert open) on the rows after 400 against `anomaly`; counts pooled over files.
+NAB: per file, fit on the probationary rows (15%, at most 750), replay every row; the
+detections are alert starts; `export.nab` scores the three profiles over the corpus.
+
+A *config* is one fit per file (`before`: the trainer's defaults until this change; `after`:
+today's `FitConfig()`). A *variant* replays the same bundle with its manifest's ensemble or
+decision changed (no refit), e.g. the LSTM-AE as an ensemble member, or the LSTM-AE alone
+int8 vs float: `float` swaps the TFLite model for the float Keras one (kept by `keep_float`)
+with its own threshold calibrated the same way on the same held-out windows, so both go
+through the same decision path. Nothing is tuned per file; no label reaches a fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from export.config import FitConfig
+from export.metrics import PointMetrics, point_metrics, pool
+
+DATA = Path(os.environ.get("EDGE_BENCH_DATA", Path(__file__).resolve().parents[3] / "shared"
+                           / "data"))
+SKAB_TRAIN = 400
+PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+FloatArray = npt.NDArray[np.float64]
+
+# the trainer's defaults before the recipes (PCA/KMeans Mahalanobis + LSTM-AE, POT thresholds)
+BEFORE: dict[str, Any] = {
+    "distance_model": "pca_kmeans",
+    "distance_clip": True,
+    "threshold_method": "pot",
+    "threshold_quantile": 0.995,
+    "threshold_margin": 0.1,
+    "ensemble_members": ("lstm_ae", "mahalanobis"),
+    "likelihood_scorers": (),
+    "smoothing": 1,
+    "trigger": 3,
+    "release": 5,
+    "release_level": 0.9,
+    "cooldown_windows": 0,
+}
+CONFIGS: dict[str, dict[str, Any]] = {
+    "before": BEFORE,
+    "after": {},
+    # alternatives measured on the way to the recipes (tests/bench/quality.py --configs ...)
+    "eps1": {"feature_eps": 1.0},
+    "lags16": {"lags": 16},
+    "slow0.5": {"slow_ratio": 0.5},
+    "no-transform": {"transform": "none"},
+}
+
+# replay variants: manifest changes applied to the bundle of a config (name -> changes)
+SKAB_VARIANTS: dict[str, dict[str, Any]] = {
+    "as fitted": {},
+    "+ lstm_ae member (max)": {"members": ["window_mahalanobis", "lstm_ae"]},
+    "lstm_ae alone, int8": {"members": ["lstm_ae"]},
+    "lstm_ae alone, float": {"members": ["lstm_ae"], "float": True},
+}
+NAB_VARIANTS: dict[str, dict[str, Any]] = {
+    "as fitted": {},
+    "+ lstm_ae member (max)": {"members": ["lag_distance_8", "lag_distance_4", "lstm_ae"]},
+    "+ lstm_ae with likelihood": {
+        "members": ["lag_distance_8", "lag_distance_4", "lstm_ae"], "lstm_likelihood": True},
+    "lag_distance_8 alone": {"members": ["lag_distance_8"]},
+}
+
+
+# ----------------------------------------------------------------------- one bundle, one replay
+
+
+def _variant_engine(bundle_dir: Path, changes: dict[str, Any], csv: Path,
+                    config: FitConfig) -> Any:
+    """A ScoringEngine over the bundle with its manifest changed as `changes` says."""
+    from edge.bundle import Decision, Ensemble, load_bundle
+    from edge.engine import ScoringEngine
+
+    bundle = load_bundle(bundle_dir)
+    m = bundle.manifest
+    update: dict[str, Any] = {}
+    names = {s.name for s in m.scorers}
+    if "members" in changes:
+        members = [n for n in changes["members"] if n in names]
+        update["ensemble"] = Ensemble(rule="max", members=members)
+    if "decision" in changes:
+        update["decision"] = Decision(**{**m.decision.model_dump(), **changes["decision"]})
+    scorers = list(m.scorers)
+    if "threshold_scale" in changes:  # the margin of every ensemble member, as a refit would
+        members = set(update.get("ensemble", m.ensemble).members)
+        scorers = [s.model_copy(update={"threshold": s.threshold.model_copy(update={
+            "value": s.threshold.value * changes["threshold_scale"]})})
+            if s.name in members else s for s in scorers]
+    if changes.get("lstm_likelihood"):
+        step = next(s.likelihood for s in scorers if s.likelihood is not None)
+        scorers = [s.model_copy(update={"likelihood": step, "threshold": next(
+            t.threshold for t in m.scorers if t.likelihood is not None)})
+            if s.name == "lstm_ae" else s for s in scorers]
+    model = None
+    if changes.get("float"):
+        model, threshold = _float_model(bundle_dir, csv, config)
+        scorers = [s.model_copy(update={"threshold": s.threshold.model_copy(
+            update={"value": threshold})}) if s.name == "lstm_ae" else s for s in scorers]
+    update["scorers"] = scorers
+    manifest = m.model_copy(update=update)
+    bundle = dataclasses.replace(bundle, manifest=manifest)
+    if model is None:
+        return ScoringEngine(bundle)
+    return _float_engine(bundle, model, config)
+
+
+def _float_model(bundle_dir: Path, csv: Path, config: FitConfig) -> tuple[Any, float]:
+    """The float Keras autoencoder and its threshold: the int8 model's method on the same
+    held-out windows."""
+    import keras
+
+    from export import calibrate
+    from export.fit import FLOAT_FILE
+    from export.lstm_ae import window_errors
+    from export.prepare import prepare
+
+    model = keras.models.load_model(bundle_dir / FLOAT_FILE, compile=False)
+    prep = prepare(csv, config)
+    windows = prep.windows(prep.calib_ends, config.window)
+    heldout = window_errors(model, windows, config.clip, config.lstm_reduce).mean(axis=1)
+    return model, calibrate.calibrate(heldout, config).value
+
+
+def _float_engine(bundle: Any, model: Any, config: FitConfig) -> Any:
+    """A ScoringEngine with the float Keras model in place of the int8 TFLite one."""
+    from edge.engine import ScoringEngine
+    from export.lstm_ae import window_errors
+
+    engine = ScoringEngine(bundle)
+
+    def lstm_errors(windows: FloatArray) -> FloatArray:
+        return np.asarray(window_errors(model, windows, config.clip, config.lstm_reduce))
+
+    engine.lstm_errors = lstm_errors  # type: ignore[method-assign]
+    return engine
+
+
+# ----------------------------------------------------------------------- workers
+
+
+def _init_worker() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def _fit(csv: Path, out: Path, rows: str, changes: dict[str, Any], epochs: int | None
+         ) -> tuple[Any, FitConfig, float]:
+    from export.fit import fit_bundle
+
+    config = dataclasses.replace(FitConfig(), rows=rows, report=False, force=True,
+                                 keep_float=True, **changes)
+    if epochs is not None:
+        config = dataclasses.replace(config, epochs=epochs)
+    started = time.perf_counter()
+    result = fit_bundle(csv, out, config)
+    return result, config, time.perf_counter() - started
+
+
+def decision_grid(base: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Decision and margin variants (for choosing the recipe's decision defaults)."""
+    out: dict[str, dict[str, Any]] = {"as fitted": base}
+    for smoothing in (4, 8, 16, 32):
+        for release, level in ((1, 1.0), (10, 0.8), (30, 0.8)):
+            for margin in (1.0, 1.2, 1.4):
+                out[f"sm{smoothing} rel{release}/{level} x{margin}/1.2"] = {
+                    **base, "threshold_scale": margin / 1.2,
+                    "decision": {"smoothing": smoothing, "release": release,
+                                 "release_level": level, "trigger": 1}}
+    return out
+
+
+def skab_file(csv: Path, work: Path, configs: dict[str, dict[str, Any]],
+              variants: dict[str, dict[str, Any]], epochs: int | None) -> dict[str, Any]:
+    """Fit each config on rows :400 and replay each variant; counts on rows 400:."""
+    from edge.replay import replay_table
+    from edge.table import read_table
+
+    out: dict[str, Any] = {"file": csv.name, "metrics": {}, "fit_s": {}}
+    for cname, changes in configs.items():
+        fit, config, seconds = _fit(csv, work / cname / csv.stem, f":{SKAB_TRAIN}", changes,
+                                    epochs)
+        out["fit_s"][cname] = seconds
+        table = read_table(csv, channels=fit.manifest.channels)
+        assert table.labels is not None
+        truth = table.labels[SKAB_TRAIN:]
+        for vname, vchanges in variants.items():
+            if cname == "before" and vchanges:
+                continue
+            engine = _variant_engine(fit.out_dir, vchanges, csv, config)
+            result = replay_table(engine, table)
+            out["metrics"][f"{cname} | {vname}"] = point_metrics(
+                truth, result.is_anomaly[SKAB_TRAIN:])
+    return out
+
+
+def nab_file(name: str, work: Path, configs: dict[str, dict[str, Any]],
+             variants: dict[str, dict[str, Any]], epochs: int | None) -> dict[str, Any]:
+    """Fit each config on the probationary rows and replay each variant; alert starts."""
+    from edge.replay import replay_table
+    from edge.table import read_table
+    from export.evaluate import alert_starts
+    from export.nab import probation_period
+
+    csv = DATA / "nab" / "data" / name
+    table = read_table(csv)
+    rows = f":{probation_period(len(table))}"
+    out: dict[str, Any] = {"file": name, "starts": {}, "fit_s": {}}
+    for cname, changes in configs.items():
+        stem = name.replace("/", "__").removesuffix(".csv")
+        fit, config, seconds = _fit(csv, work / cname / stem, rows, changes, epochs)
+        out["fit_s"][cname] = seconds
+        for vname, vchanges in variants.items():
+            if cname == "before" and vchanges:
+                continue
+            engine = _variant_engine(fit.out_dir, vchanges, csv, config)
+            result = replay_table(engine, table)
+            out["starts"][f"{cname} | {vname}"] = alert_starts(result)
+    return out
+
+
+# ----------------------------------------------------------------------- tables
+
+
+def _run(tasks: list[tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]], workers: int,
+         say: Callable[[str], None]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=_init_worker) as executor:
+        futures = [executor.submit(fn, *args) for fn, args in tasks]
+        for i, future in enumerate(futures, 1):
+            r = future.result()
+            results.append(r)
+            fits = ", ".join(f"{k} {v:.0f} s" for k, v in r["fit_s"].items())
+            say(f"  {i}/{len(futures)} {r['file']}: fit {fits}")
+    return results
+
+
+def skab_table(results: list[dict[str, Any]]) -> dict[str, PointMetrics]:
+    names = list(results[0]["metrics"])
+    return {n: pool(r["metrics"][n] for r in results) for n in names}
+
+
+def nab_table(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    from export.nab import load_nab_corpus, normalized_score
+
+    files = {f.name: f for f in load_nab_corpus(DATA / "nab")}
+    names = list(results[0]["starts"])
+    out = {}
+    for n in names:
+        out[n] = {p: normalized_score([files[r["file"]].score(r["starts"][n], p)
+                                       for r in results]) for p in PROFILES}
+    return out
+
+
+def print_skab(table: dict[str, PointMetrics], say: Callable[[str], None]) -> None:
+    say(f"{'SKAB valve1 (16 files, pooled)':<52} {'F1':>6} {'FAR%':>6} {'MAR%':>6}")
+    for name, m in table.items():
+        say(f"{name:<52} {m.f1:>6.3f} {m.far_pct:>6.1f} {m.mar_pct:>6.1f}")
+
+
+def print_nab(table: dict[str, dict[str, float]], say: Callable[[str], None]) -> None:
+    say(f"{'NAB (35 files, alert starts)':<52} {'std':>6} {'lowFP':>6} {'lowFN':>6}")
+    for name, s in table.items():
+        say(f"{name:<52} {s['standard']:>6.1f} {s['reward_low_FP_rate']:>6.1f} "
+            f"{s['reward_low_FN_rate']:>6.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bench", choices=("skab", "nab", "all"))
+    parser.add_argument("--workers", type=int, default=2, help="fit processes (default 2)")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/edge-quality"),
+                        help="bundles and results.json (default /tmp/edge-quality)")
+    parser.add_argument("--configs", default="before,after",
+                        help="comma-separated configs to fit (default before,after)")
+    parser.add_argument("--epochs", type=int, help="override LSTM-AE epochs (faster runs)")
+    parser.add_argument("--files", type=int, help="only the first N files (smoke runs)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="SKAB: replay a grid of decision variants instead of the default "
+                             "ones (prints the best with FAR <= 10%%)")
+    args = parser.parse_args(argv)
+    configs = {k: CONFIGS[k] for k in args.configs.split(",")}
+    started = time.monotonic()
+
+    def say(line: str) -> None:
+        print(f"[{time.monotonic() - started:6.0f}s] {line}", flush=True)
+
+    report: dict[str, Any] = {}
+    if args.bench in ("skab", "all"):
+        files = sorted((DATA / "skab" / "valve1").glob("*.csv"), key=lambda p: int(p.stem))
+        files = files[: args.files] if args.files else files
+        say(f"SKAB: {len(files)} files, configs {', '.join(configs)}")
+        variants = decision_grid({}) if args.sweep else SKAB_VARIANTS
+        tasks: list[tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]] = [
+            (skab_file, (f, args.out / "skab", configs, variants, args.epochs))
+            for f in files]
+        table = skab_table(_run(tasks, args.workers, say))
+        if args.sweep:
+            table = dict(sorted(((k, v) for k, v in table.items() if v.far_pct <= 10),
+                                key=lambda kv: -kv[1].f1)[:40])
+        print_skab(table, say)
+        report["skab"] = {k: v.as_dict() for k, v in table.items()}
+    if args.bench in ("nab", "all"):
+        from export.nab import load_nab_corpus
+
+        names = [f.name for f in load_nab_corpus(DATA / "nab")]
+        names = names[: args.files] if args.files else names
+        say(f"NAB: {len(names)} files, configs {', '.join(configs)}")
+        tasks = [(nab_file, (n, args.out / "nab", configs, NAB_VARIANTS, args.epochs))
+                 for n in names]
+        nab = nab_table(_run(tasks, args.workers, say))
+        print_nab(nab, say)
+        report["nab"] = nab
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
