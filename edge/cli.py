@@ -55,10 +55,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or config.log.level)
     for warning in file_warnings(args.config, config):
         logging.getLogger("edge.agent").warning("%s", warning)
+    from edge.outbox import OutboxError
+
     try:
         return run(config)
     except (BundleError, ImportError) as error:
         logging.getLogger("edge.agent").error("bundle refused: %s", error)
+        return 2
+    except OutboxError as error:
+        logging.getLogger("edge.agent").error("%s", error)
         return 2
 
 

@@ -31,6 +31,15 @@ from edge.config import MqttConfig
 
 log = logging.getLogger(__name__)
 
+
+def _not_a_retry_echo(record: logging.LogRecord) -> bool:
+    """paho logs every reconnect attempt as an error; the connection logs the reason once."""
+    return not record.getMessage().startswith("Client is not connected")
+
+
+_PAHO_LOG = logging.getLogger("edge.mqtt.paho")
+_PAHO_LOG.addFilter(_not_a_retry_echo)
+
 MessageHandler = Callable[[str, bytes], None]
 _PROTOCOL_NAMES = {MQTTProtocolVersion.MQTTv5: "5", MQTTProtocolVersion.MQTTv311: "3.1.1"}
 
@@ -189,7 +198,7 @@ class MqttConnection:
             clean_session=None if v5 else True,
             protocol=self.protocol,
         )
-        client.enable_logger(logging.getLogger("edge.mqtt.paho"))
+        client.enable_logger(_PAHO_LOG)
         if cfg.username is not None:
             client.username_pw_set(cfg.username, self._password)
         if cfg.tls is not None:

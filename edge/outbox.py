@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 """
 
 
+class OutboxError(Exception):
+    """The outbox cannot be opened: the agent must not run without its durable store."""
+
+
 @dataclass(frozen=True)
 class OutboxItem:
     seq: int
@@ -60,11 +64,16 @@ class Outbox:
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> Outbox:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")  # alerts are rare: one fsync each is affordable
-        db.executescript(_SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # alerts are rare: one fsync each is fine
+            db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxError(
+                f"cannot open the alert outbox {self.path}: {exc}; [outbox] path must be a "
+                f"file the agent can create and write") from exc
         self._db = db
         return self
 

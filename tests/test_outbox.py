@@ -122,3 +122,12 @@ def test_bad_use_raises() -> None:
         Outbox("x", max_alerts=0)
     with pytest.raises(RuntimeError, match="not open"):
         Outbox("x").depth()
+
+
+def test_unwritable_outbox_is_a_clear_error(tmp_path: Path) -> None:
+    from edge.outbox import Outbox, OutboxError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OutboxError, match=r"\[outbox\] path"):
+        Outbox(blocker / "outbox.sqlite3").open()

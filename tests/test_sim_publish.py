@@ -211,8 +211,7 @@ def test_publish_tls_and_password_from_env(tmp_path: Path) -> None:
     base = [sys.executable, "-m", "firmware_sim", "publish", "--device", "metric", "--rate", "0",
             "--duration", "1h", "--broker", f"127.0.0.1:{port}", "--tls-ca", str(ca),
             "--username", "sim"]  # fmt: skip
-    # started as root, Mosquitto would drop to user "mosquitto", who cannot read tmp_path
-    with Broker(port=port, listener=listener, extra_config="user root"):
+    with Broker(port=port, listener=listener):
         env = {**os.environ, "EDGE_SIM_PASSWORD": "s3cret"}
         ok = subprocess.run(base, capture_output=True, text=True, timeout=60, env=env)
         assert ok.returncode == 0 and "published 12 readings" in ok.stderr, ok.stderr
