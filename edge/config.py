@@ -209,6 +209,8 @@ class DecisionConfig(_Section):
         None, gt=0, description="score under which a window counts towards release")
     cooldown_s: float | None = Field(
         None, ge=0, description="quiet seconds after an end before a new start")
+    cooldown_windows: int | None = Field(
+        None, ge=0, description="scored windows after an end before a new start")
     warmup_windows: int | None = Field(
         None, ge=0, description="windows not alerted on after start or after a gap")
     stride: int | None = Field(

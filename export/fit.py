@@ -308,11 +308,12 @@ def _print_metrics(say: Progress, metrics: Metrics) -> None:
         first = next(iter(by_scorer.values()))
         positives = int(first["tp"] + first["fn"])
         total = int(first["tp"] + first["fn"] + first["fp"] + first["tn"])
+        width = max(12, *(len(name) for name in by_scorer))
         say(f"      {split} rows: {total} windows, {positives} labelled anomalous")
-        say(f"      {'scorer':<12} {'precision':>9} {'recall':>7} {'F1':>6} {'FAR%':>6}")
+        say(f"      {'scorer':<{width}} {'precision':>9} {'recall':>7} {'F1':>6} {'FAR%':>6}")
         for name, m in by_scorer.items():
             say(
-                f"      {name:<12} {m['precision']:>9.3f} {m['recall']:>7.3f} "
+                f"      {name:<{width}} {m['precision']:>9.3f} {m['recall']:>7.3f} "
                 f"{m['f1']:>6.3f} {m['far_pct']:>6.1f}"
             )
 
