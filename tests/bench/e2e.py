@@ -40,8 +40,26 @@ TRAIN_ROWS_PER_UNIT = 600
 AGENT_ID = "bench-e2e"
 PREFIX = "edge-anomaly"
 TRAIN_START = 1_767_571_200.0  # 2026-01-05T00:00:00Z
-STEPS = (50, 100, 200, 400, 800, 1200, 1600, 2400)  # readings/s over all devices
+# readings/s over all devices
+STEPS = (50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1600, 2400)
 CPU_LIMIT = 50.0
+NODELAY_SHIM = """\
+import socket
+
+_create_connection = socket.create_connection
+
+
+def create_connection(*args, **kwargs):
+    sock = _create_connection(*args, **kwargs)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+    return sock
+
+
+socket.create_connection = create_connection
+"""
 
 
 def fit_pump_bundle(work: Path, devices: int = DEVICES) -> dict[str, Any]:
@@ -218,79 +236,125 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(1000 * float(np.percentile(values, q)), 2) if values else None
 
 
+class Session:
+    """A private Mosquitto, `edge-agent run` subscribed to it, and the subscriber."""
+
+    def __init__(self, bundle: Path, work: Path, nodelay: bool = False) -> None:
+        from firmware_sim.broker import Broker
+
+        work.mkdir(parents=True, exist_ok=True)
+        extra = "set_tcp_nodelay true" if nodelay else ""
+        self.broker = Broker(extra_config=f"max_queued_messages 1000000\n{extra}")
+        self.bundle, self.work = bundle, work
+        self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        if nodelay:  # an experiment: TCP_NODELAY on every socket the agent opens
+            (work / "sitecustomize.py").write_text(NODELAY_SHIM)
+            self.env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(work), os.environ.get("PYTHONPATH", "")) if p)
+
+    def __enter__(self) -> Session:
+        self.broker.start()
+        config = agent_toml(self.work / "agent.toml", self.bundle, self.broker.host,
+                            self.broker.port)
+        (self.work / "outbox.sqlite3").unlink(missing_ok=True)
+        self.log = (self.work / "agent.log").open("wb")
+        self.agent = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", "--config", str(config)], cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=self.log, env=self.env)
+        self.sub = Subscriber(self.broker.host, self.broker.port).start()
+        deadline = time.monotonic() + 30
+        while AGENT_ID not in self.sub.metrics and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sub.stop()
+        self.agent.terminate()
+        try:
+            self.exit_code = self.agent.wait(60)
+        except subprocess.TimeoutExpired:
+            self.agent.kill()
+            self.exit_code = self.agent.wait()
+        self.log.close()
+        self.broker.stop()
+
+    def publish(self, rate_per_device: float, wall_s: float, start: float, devices: int,
+                seed: int) -> tuple[int, float]:
+        return publish(self.broker.host, self.broker.port, rate_per_device, wall_s, start,
+                       devices, seed)
+
+
+def latency_phase(session: Session, devices: int, rate: float, seconds: float, start: float
+                  ) -> dict[str, Any]:
+    sub = session.sub
+    count, _ = session.publish(rate, seconds, start, devices, 1)
+    wait_caught_up(sub, count)
+    time.sleep(2.0)
+    lat = sub.latencies()
+    return {
+        "readings": count, "rate_per_device": rate, "alerts": len(sub.alerts),
+        "matched_starts": len(lat["start"]), "matched_events": len(lat["all"]),
+        "start_p50_ms": _pct(lat["start"], 50), "start_p99_ms": _pct(lat["start"], 99),
+        "all_p50_ms": _pct(lat["all"], 50), "all_p99_ms": _pct(lat["all"], 99),
+        "agent_internal": {d: {k: m.get(k) for k in ("latency_p50_ms", "latency_p99_ms")}
+                           for d, m in sub.metrics.items() if d != AGENT_ID},
+    }
+
+
+def throughput_phase(session: Session, devices: int, step_s: float, start: float,
+                     say: Progress) -> list[dict[str, Any]]:
+    sub, agent = session.sub, session.agent
+    sub.record = False
+    steps = []
+    for total in STEPS:
+        before_n, before_cpu = sub.agent_readings(), cpu_seconds(agent.pid)
+        t0 = time.monotonic()
+        count, wall = session.publish(total / devices, step_s, start, devices, 2)
+        cpu = 100.0 * (cpu_seconds(agent.pid) - before_cpu) / wall
+        done = wait_caught_up(sub, before_n + count)
+        took = done - t0
+        taken = sub.agent_readings() - before_n
+        # kept up: every reading taken in within ~2 metrics intervals of the last publish
+        kept_up = taken >= count and took <= wall + 2.5
+        step = {"target_per_s": total, "published": count,
+                "publish_per_s": round(count / wall, 1), "agent_readings": taken,
+                "agent_per_s": round(taken / (wall if kept_up else took), 1),
+                "publish_seconds": round(wall, 2), "caught_up_after_s": round(took, 2),
+                "agent_cpu_pct": round(cpu, 1), "kept_up": kept_up}
+        steps.append(step)
+        say(f"e2e: {total:>5} readings/s target: published {step['publish_per_s']}/s, "
+            f"agent {step['agent_per_s']}/s at {step['agent_cpu_pct']}% CPU"
+            f"{'' if kept_up else ' (fell behind)'}")
+        start += step_s * total / devices + 3600.0
+        if cpu >= CPU_LIMIT or not kept_up or count / wall < 0.8 * total:
+            break
+    return steps
+
+
 def run_e2e(bundle: Path, work: Path, say: Progress, devices: int = DEVICES,
             step_s: float = 8.0, latency_s: float = 40.0) -> dict[str, Any]:
-    from firmware_sim.broker import Broker
-
-    work.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {"devices": devices, "device": DEVICE}
-    with Broker(extra_config="max_queued_messages 1000000") as broker:
-        config = agent_toml(work / "agent.toml", bundle, broker.host, broker.port)
-        log = (work / "agent.log").open("wb")
-        agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config",
-                                  str(config)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
-                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        sub = Subscriber(broker.host, broker.port).start()
-        try:
-            deadline = time.monotonic() + 30
-            while AGENT_ID not in sub.metrics and time.monotonic() < deadline:
-                time.sleep(0.1)
-            start = TRAIN_START + 86400.0
-            rate = 10.0
-            say(f"e2e: alert latency, {devices} devices x {rate:g} readings/s for "
-                f"{latency_s:.0f} s, level shifts every 60 simulated s")
-            count, wall = publish(broker.host, broker.port, rate, latency_s, start, devices, 1)
-            wait_caught_up(sub, count)
-            time.sleep(2.0)
-            lat = sub.latencies()
-            out["latency"] = {
-                "readings": count, "rate_per_device": rate, "alerts": len(sub.alerts),
-                "matched_starts": len(lat["start"]), "matched_events": len(lat["all"]),
-                "start_p50_ms": _pct(lat["start"], 50), "start_p99_ms": _pct(lat["start"], 99),
-                "all_p50_ms": _pct(lat["all"], 50), "all_p99_ms": _pct(lat["all"], 99),
-                "agent_internal": {d: {k: m.get(k) for k in ("latency_p50_ms", "latency_p99_ms")}
-                                   for d, m in sub.metrics.items() if d != AGENT_ID},
-            }
-            say(f"e2e: {len(lat['start'])} alert starts, latency p50 "
-                f"{out['latency']['start_p50_ms']} ms, p99 {out['latency']['start_p99_ms']} ms")
-            sub.record = False
-            out["steps"] = steps = []
-            start += latency_s * rate + 3600.0
-            for total in STEPS:
-                before_n, before_cpu = sub.agent_readings(), cpu_seconds(agent.pid)
-                t0 = time.monotonic()
-                count, wall = publish(broker.host, broker.port, total / devices, step_s, start,
-                                      devices, 2)
-                cpu = 100.0 * (cpu_seconds(agent.pid) - before_cpu) / wall
-                done = wait_caught_up(sub, before_n + count)
-                took = done - t0
-                taken = sub.agent_readings() - before_n
-                # kept up: every reading taken in within ~2 metrics intervals of the last publish
-                kept_up = taken >= count and took <= wall + 2.5
-                step = {"target_per_s": total, "published": count,
-                        "publish_per_s": round(count / wall, 1), "agent_readings": taken,
-                        "agent_per_s": round(taken / (wall if kept_up else took), 1),
-                        "publish_seconds": round(wall, 2), "caught_up_after_s": round(took, 2),
-                        "agent_cpu_pct": round(cpu, 1), "kept_up": kept_up}
-                steps.append(step)
-                say(f"e2e: {total:>5} readings/s target: published {step['publish_per_s']}/s, "
-                    f"agent {step['agent_per_s']}/s at {step['agent_cpu_pct']}% CPU"
-                    f"{'' if step['kept_up'] else ' (fell behind)'}")
-                start += step_s * total / devices + 3600.0
-                if cpu >= CPU_LIMIT or not kept_up or count / wall < 0.8 * total:
-                    break
-            under = [s for s in steps if s["agent_cpu_pct"] < CPU_LIMIT and s["kept_up"]]
-            out["sustained_under_50pct"] = max((s["agent_per_s"] for s in under), default=None)
-            out["stopped_because"] = _why(steps)
-        finally:
-            sub.stop()
-            agent.terminate()
-            try:
-                out["agent_exit_code"] = agent.wait(60)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                out["agent_exit_code"] = agent.wait()
-            log.close()
+    rate, start = 10.0, TRAIN_START + 86400.0
+    say(f"e2e: alert latency, {devices} devices x {rate:g} readings/s for {latency_s:.0f} s, "
+        "level shifts every 60 simulated s")
+    with Session(bundle, work / "default") as session:
+        out["latency"] = lat = latency_phase(session, devices, rate, latency_s, start)
+        say(f"e2e: {lat['matched_starts']} alert starts, latency p50 {lat['start_p50_ms']} ms, "
+            f"p99 {lat['start_p99_ms']} ms")
+        start += latency_s * rate + 3600.0
+        out["steps"] = steps = throughput_phase(session, devices, step_s, start, say)
+    out["agent_exit_code"] = session.exit_code
+    under = [s for s in steps if s["agent_cpu_pct"] < CPU_LIMIT and s["kept_up"]]
+    out["sustained_under_50pct"] = max((s["agent_per_s"] for s in under), default=None)
+    out["stopped_because"] = _why(steps)
+    # the same measurement with Nagle's algorithm off on both hops of an alert: the agent's
+    # MQTT socket (paho does not set TCP_NODELAY; a sitecustomize shim does here) and the
+    # broker's (set_tcp_nodelay)
+    with Session(bundle, work / "nodelay", nodelay=True) as session:
+        out["latency_nodelay"] = lat = latency_phase(session, devices, rate, latency_s / 2,
+                                                     start)
+        say(f"e2e: with TCP_NODELAY (agent and broker): latency p50 {lat['start_p50_ms']} ms, "
+            f"p99 {lat['start_p99_ms']} ms ({lat['matched_starts']} starts)")
     return out
 
 

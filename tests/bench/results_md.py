@@ -110,7 +110,16 @@ def e2e_section(e2e: dict[str, Any]) -> list[str]:
              f"{fmt(lat['start_p50_ms'], 1)} ms, p99 {fmt(lat['start_p99_ms'], 1)} ms "
              f"({lat['matched_starts']} starts); all alert events p50 "
              f"{fmt(lat['all_p50_ms'], 1)} ms, p99 {fmt(lat['all_p99_ms'], 1)} ms "
-             f"({lat['matched_events']}).", ""]
+             f"({lat['matched_events']}). The agent's own figure (reading received to "
+             f"decision) is {_internal(lat)}.", ""]
+    nodelay = e2e.get("latency_nodelay")
+    if nodelay:
+        lines += [f"Experiment, same run: with Nagle's algorithm off on both hops of an alert "
+                  f"(TCP_NODELAY on the agent's MQTT socket through a sitecustomize shim, "
+                  f"`set_tcp_nodelay true` on the broker), alert starts p50 "
+                  f"{fmt(nodelay['start_p50_ms'], 1)} ms, p99 "
+                  f"{fmt(nodelay['start_p99_ms'], 1)} ms ({nodelay['matched_starts']} starts).",
+                  ""]
     rows = [[s["target_per_s"], s["publish_per_s"], s["agent_per_s"], s["agent_cpu_pct"],
              "yes" if s["kept_up"] else "no"] for s in e2e["steps"]]
     lines += [md_table(["target readings/s", "published/s", "agent took in/s",
@@ -119,6 +128,15 @@ def e2e_section(e2e: dict[str, Any]) -> list[str]:
               f"{fmt(e2e['sustained_under_50pct'], 0)} readings/s (stopped: "
               f"{e2e['stopped_because']}).", ""]
     return lines
+
+
+def _internal(lat: dict[str, Any]) -> str:
+    values = [v for v in lat.get("agent_internal", {}).values() if v.get("latency_p50_ms")]
+    if not values:
+        return "not reported"
+    p50 = max(v["latency_p50_ms"] for v in values)
+    p99 = max(v["latency_p99_ms"] for v in values)
+    return f"p50 <= {p50:.1f} ms, p99 <= {p99:.1f} ms per device"
 
 
 def render(results: dict[str, Any]) -> str:

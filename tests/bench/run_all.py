@@ -119,6 +119,7 @@ class Run:
             futures: dict[Future[dict[str, Any]], str] = {}
             if "e2e" in self.sections:
                 futures[pool.submit(e2e.fit_pump_bundle, self.work / "e2e")] = "pump"
+            files: list[Path] = []
             if "skab" in self.sections or "device" in self.sections:
                 files = skab.skab_files(self.root)[: 3 if quick else None]
                 if "skab" not in self.sections:
@@ -135,7 +136,7 @@ class Run:
                                                                      self.work)})
             self.say(f"fitting {len(futures)} bundles in {self.args.workers} worker processes "
                      f"(trainer defaults); work folder {self.work}")
-            base = skab.baselines(self.root) if "skab" in self.sections else {}
+            base = skab.baselines(files) if "skab" in self.sections else {}
             self.collect(futures, base, nab_files)
             if "device" in self.sections:
                 self.device_runtime(pool)

@@ -140,10 +140,11 @@ def submit(pool_: ProcessPoolExecutor, root: Path, work: Path) -> list[Future[di
     return [pool_.submit(fit_and_replay, csv, work / "skab") for csv in skab_files(root)]
 
 
-def baselines(root: Path) -> dict[str, PointMetrics]:
+def baselines(files: Sequence[Path]) -> dict[str, PointMetrics]:
+    """The scikit-learn baselines of tests/bench/baselines.py on the same files."""
     from tests.bench.baselines import load_skab_csv, run_skab_baselines
 
-    return run_skab_baselines([load_skab_csv(p) for p in skab_files(root)], TRAIN_ROWS)
+    return run_skab_baselines([load_skab_csv(p) for p in files], TRAIN_ROWS)
 
 
 def summarise(per_file: list[dict[str, Any]], base: dict[str, PointMetrics], plot: Path,
