@@ -143,8 +143,8 @@ class BundleReloader:
 
     def wait(self, timeout: float) -> ReloadResult | None:
         """Block until the running load finishes (tests, shutdown); None on timeout."""
-        deadline = self._clock() + timeout
-        while self._clock() < deadline:
+        deadline = time.monotonic() + timeout  # real time, whatever clock polls use
+        while time.monotonic() < deadline:
             result = self.poll()
             if result is not None:
                 return result
