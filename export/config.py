@@ -180,9 +180,15 @@ class FitConfig:
     units: int = field(
         default=32, metadata=_meta("LSTM units of the encoder and the decoder", "models")
     )
-    epochs: int = field(
-        default=60,
-        metadata=_meta("maximum training epochs (early stopping on validation loss)", "models"),
+    epochs: int | None = field(
+        default=None,
+        metadata=_meta(
+            "maximum training epochs, early stopping on validation loss (recipe: "
+            "multivariate 60; univariate 20: there the autoencoder is reported, not decisive)",
+            "models",
+            parse=int,
+            metavar="N",
+        ),
     )
     patience: int = field(default=6, metadata=_meta("early-stopping patience in epochs", "models"))
     batch_size: int = field(default=32, metadata=_meta("training batch size", "models"))

@@ -44,7 +44,6 @@ LSTM_FILE, DISTANCE_FILE, REPORT_DIR = "lstm_ae.tflite", "distance.onnx", "repor
 FLOAT_FILE = "lstm_ae_float.keras"  # with keep_float; not listed in the manifest
 POSITIVE_OPTIONS = (
     "units",
-    "epochs",
     "batch_size",
     "stride",
     "train_stride",

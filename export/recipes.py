@@ -25,6 +25,7 @@ from export.errors import InputError
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "multivariate": {
         "distance_model": "window_features",
+        "epochs": 60,
         "smoothing": 16,
         "trigger": 1,
         "release": 10,
@@ -33,6 +34,7 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "univariate": {
         "distance_model": "lag_kmeans",
+        "epochs": 20,
         "smoothing": 1,
         "trigger": 1,
         "release": 1,
@@ -134,7 +136,7 @@ def check_resolved(config: FitConfig, n_channels: int) -> None:
             f"--lag-scales {','.join(map(str, config.lag_scales))}: each between 1 and "
             f"--lags {config.lags}"
         )
-    for name in ("smoothing", "trigger", "release"):
+    for name in ("smoothing", "trigger", "release", "epochs"):
         if getattr(config, name) < 1:
             raise InputError(f"--{name} must be at least 1")
     if config.cooldown_windows is not None and config.cooldown_windows < 0:
