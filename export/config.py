@@ -233,13 +233,15 @@ class FitConfig:
             "window_features: rows of the trailing mean in the slow-channel test", "models"
         ),
     )
-    slow_ratio: float = field(
-        default=0.65,
+    slow_ratio: float | None = field(
+        default=None,
         metadata=_meta(
             "window_features: a channel is slow (its level is no feature, only its "
             "variability) when the standard deviation of its trailing mean over the training "
-            "rows exceeds this share of its own",
+            "rows exceeds this share of its own (recipe: 0.5)",
             "models",
+            parse=float,
+            metavar="X",
         ),
     )
     lag_scales: tuple[int, ...] = field(
@@ -420,7 +422,7 @@ class FitConfig:
         default=None,
         metadata=_meta(
             "decision: moving average of the ensemble score, in windows (recipe: "
-            "multivariate 16, univariate 1)",
+            "multivariate 8, univariate 1)",
             "decision",
             parse=int,
             metavar="N",

@@ -26,7 +26,8 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "multivariate": {
         "distance_model": "window_features",
         "epochs": 60,
-        "smoothing": 16,
+        "slow_ratio": 0.5,
+        "smoothing": 8,
         "trigger": 1,
         "release": 10,
         "release_level": 0.8,
@@ -35,6 +36,7 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "univariate": {
         "distance_model": "lag_kmeans",
         "epochs": 20,
+        "slow_ratio": 0.5,
         "smoothing": 1,
         "trigger": 1,
         "release": 1,

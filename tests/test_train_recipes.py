@@ -69,7 +69,7 @@ def test_window_feature_graph_matches_numpy(tmp_path: Path, slow: str) -> None:
 def test_window_mahalanobis_is_ledoit_wolf_on_standardised_features() -> None:
     rows = drifting_rows(500, seed=2)
     x = lagged(rows[:300], 8)
-    model = fit_window_features(x, 8, rows[:300], FitConfig())
+    model = fit_window_features(x, 8, rows[:300], FitConfig(slow_ratio=0.5))
     f = window_features(x, 8, model.keep, 0.3)
     mean, sd = f.mean(axis=0), f.std(axis=0)
     lw = LedoitWolf().fit((f - mean) / sd)
