@@ -84,6 +84,12 @@ def device_section(device: dict[str, Any]) -> list[str]:
                   f"int8 vs Keras window error: correlation {p['int8_vs_keras_error_corr']:.4f}, "
                   f"largest relative difference {p['int8_vs_keras_error_max_rel']:.1%}; float32 "
                   f"TFLite vs Keras max |diff| {p['float_tflite_vs_keras_max_abs']:.1e}.", ""]
+        pipe = runtime.get("pipeline")
+        if pipe:
+            lines += [f"The agent's code path for one live reading without MQTT (JSON decode, "
+                      f"window, score, decide; one reading at a time): "
+                      f"{pipe['cpu_ms_per_reading']:.3f} ms of CPU, i.e. "
+                      f"{pipe['readings_per_s_at_50pct']:,.0f} readings/s in half a core.", ""]
     agent = device.get("agent")
     if agent:
         lines += [f"`edge-agent run` (stdin source, private Mosquitto), median of "
