@@ -227,6 +227,15 @@ class FitConfig:
             "models",
         ),
     )
+    twin_features: bool = field(
+        default=False,
+        metadata=_meta(
+            "window_features: each member of a twin group (co-located sensors named like "
+            "o3_1, o3_2, o3_3 whose training values correlate) adds its deviation from its "
+            "twins' mean as a feature",
+            "models",
+        ),
+    )
     slow_span: int = field(
         default=32,
         metadata=_meta(

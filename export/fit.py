@@ -158,14 +158,17 @@ def _fit_distance_model(build: _Build, x: np.ndarray) -> str:
     if c.distance_model == "window_features":
         from export.window_features import fit_window_features
 
-        build.distance = model = fit_window_features(x, build.lags, p.scaled[p.fit_rows], c)
+        build.distance = model = fit_window_features(
+            x, build.lags, p.scaled[p.fit_rows], c, list(p.data.channels))
         info = model.info
         slow = [p.data.channels[j] for j in info["slow_channels"]]
+        twins = sum(len(g) for g in info["twin_groups"])
         return (
             f"window features over the last {build.lags} rows: {info['features']} "
             f"(means of {len(p.data.channels) - len(slow)} channels, log standard deviations "
-            f"of {len(p.data.channels)}; slow channels: {', '.join(slow) or 'none'}) -> "
-            f"Mahalanobis, {c.covariance} covariance"
+            f"of {len(p.data.channels)}, {twins} twin residuals in "
+            f"{len(info['twin_groups'])} groups; slow channels: {', '.join(slow) or 'none'}) "
+            f"-> Mahalanobis, {c.covariance} covariance"
         )
     if c.distance_model == "lag_kmeans":
         from export.lag_kmeans import fit_lag_kmeans

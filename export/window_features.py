@@ -2,8 +2,10 @@
 
 Per window, over its last `lags` scaled rows (the distance model's input, unclipped):
 
-- the mean of each channel that is not *slow*, and
-- ln(population standard deviation + eps) of every channel.
+- the mean of each channel that is not *slow*,
+- ln(population standard deviation + eps) of every channel, and
+- for each member of a twin group (`export.twins`), its mean minus its twins' mean: a sensor
+  that disagrees with its co-located twins, whatever the weather does to all of them.
 
 A channel is slow when its level wanders on the scale of the training stretch: the standard
 deviation of its trailing `span`-row mean exceeds `ratio` x its own standard deviation
@@ -31,6 +33,7 @@ from onnx import TensorProto, helper
 from export.config import FitConfig
 from export.linear import _precision
 from export.onnx_export import INPUT, OPSET, const, finish_model
+from export.twins import residual_matrix, twin_groups
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -49,13 +52,18 @@ def slow_channels(rows: FloatArray, span: int, ratio: float) -> BoolArray:
     return np.asarray(means[1:].std(axis=0) > ratio * (rows.std(axis=0) + 1e-12))
 
 
-def window_features(x: FloatArray, lags: int, keep: BoolArray, eps: float) -> FloatArray:
-    """Features of flattened inputs (N, lags*C): means of the `keep` channels, then the log
-    standard deviations of all channels (float64)."""
+def window_features(
+    x: FloatArray, lags: int, keep: BoolArray, eps: float, twins: FloatArray | None = None
+) -> FloatArray:
+    """Features of flattened inputs (N, lags*C): means of the `keep` channels, the log
+    standard deviations of all channels, then the twin residuals `mean @ twins` (float64)."""
     windows = np.asarray(x, dtype=np.float64).reshape(len(x), lags, -1)
     mean = windows.mean(axis=1)
     sd = np.sqrt(np.mean(np.square(windows - mean[:, None, :]), axis=1))
-    return np.hstack([mean[:, keep], np.log(sd + eps)])
+    parts = [mean[:, keep], np.log(sd + eps)]
+    if twins is not None and twins.shape[1]:
+        parts.append(mean @ twins)
+    return np.hstack(parts)
 
 
 @dataclass
@@ -67,6 +75,7 @@ class WindowFeatureModel:
     center: FloatArray  # (F,) training mean of the features
     factor: FloatArray  # (F, F) A with A A^T = precision (in feature units)
     info: dict[str, Any] = field(default_factory=dict)
+    twins: FloatArray | None = None  # (C, T) twin-residual matrix, see export.twins
 
     outputs = (OUTPUT,)
     scorers = (OUTPUT,)
@@ -76,7 +85,7 @@ class WindowFeatureModel:
         return self.lags * self.channels
 
     def scores(self, x: FloatArray) -> dict[str, FloatArray]:
-        f = window_features(x, self.lags, self.keep, self.eps)
+        f = window_features(x, self.lags, self.keep, self.eps, self.twins)
         projected = (f - self.center) @ self.factor
         return {OUTPUT: np.sqrt(np.sum(np.square(projected), axis=1))}
 
@@ -91,14 +100,20 @@ def _factor(precision: FloatArray) -> FloatArray:
 
 
 def fit_window_features(
-    x: FloatArray, lags: int, slow_rows: FloatArray, config: FitConfig
+    x: FloatArray,
+    lags: int,
+    slow_rows: FloatArray,
+    config: FitConfig,
+    names: list[str] | None = None,
 ) -> WindowFeatureModel:
     """Fit on training inputs `x` (N, lags*C); `slow_rows` (n, C) are the scaled training rows
-    in time order, for the slow-channel test."""
+    in time order, for the slow-channel and twin tests; `names` the channel names."""
     channels = x.shape[1] // lags
     slow = slow_channels(slow_rows, config.slow_span, config.slow_ratio)
     keep = ~slow
-    f = window_features(x, lags, keep, config.feature_eps)
+    groups = twin_groups(names, slow_rows) if names and config.twin_features else []
+    twins = residual_matrix(groups, channels)
+    f = window_features(x, lags, keep, config.feature_eps, twins)
     mean, sd = f.mean(axis=0), f.std(axis=0)
     sd = np.where(sd > 1e-12, sd, 1.0)
     precision = _precision(config.covariance, config.seed, (f - mean) / sd)
@@ -107,13 +122,15 @@ def fit_window_features(
         "features": int(f.shape[1]),
         "feature_window": lags,
         "slow_channels": np.flatnonzero(slow).tolist(),
+        "twin_groups": groups,
         "slow_span": config.slow_span,
         "slow_ratio": config.slow_ratio,
         "eps": config.feature_eps,
         "covariance": config.covariance,
         "training_windows": len(x),
     }
-    return WindowFeatureModel(lags, channels, keep, config.feature_eps, mean, factor, info)
+    return WindowFeatureModel(
+        lags, channels, keep, config.feature_eps, mean, factor, info, twins)
 
 
 def build_window_model(model: WindowFeatureModel) -> onnx.ModelProto:
@@ -138,13 +155,17 @@ def build_window_model(model: WindowFeatureModel) -> onnx.ModelProto:
         mk("Log", ["sd_eps"], ["log_sd"]),
     ]
     parts = ["log_sd"]
+    twins = model.twins is not None and model.twins.shape[1] > 0
+    if keep.size or twins:
+        nodes.append(mk("ReduceMean", ["rows"], ["mean"], axes=[1], keepdims=0))
     if keep.size:
         inits.append(const("keep", keep, np.int64))
-        nodes += [
-            mk("ReduceMean", ["rows"], ["mean"], axes=[1], keepdims=0),
-            mk("Gather", ["mean", "keep"], ["mean_kept"], axis=1),
-        ]
+        nodes.append(mk("Gather", ["mean", "keep"], ["mean_kept"], axis=1))
         parts = ["mean_kept", "log_sd"]
+    if twins:
+        inits.append(const("twins", model.twins))
+        nodes.append(mk("MatMul", ["mean", "twins"], ["twin_residuals"]))
+        parts.append("twin_residuals")
     nodes += [
         mk("Concat", parts, ["features"], axis=1),
         mk("Sub", ["features", "center"], ["centred"]),
