@@ -118,14 +118,25 @@ class FitConfig:
         ),
     )
     # preprocessing
-    transform: str = field(
-        default="auto",
+    transform: str | None = field(
+        default=None,
         metadata=_meta(
             "variance-stabilising transform for every channel; auto "
             "picks per channel the least skewed of none/log1p/sqrt (log1p and "
-            "sqrt only for non-negative channels)",
+            "sqrt only for non-negative channels) (recipe: multivariate auto, univariate none)",
             "preprocessing",
             choices=("auto", "none", "log1p", "sqrt"),
+        ),
+    )
+    scale_sd_floor: float | None = field(
+        default=None,
+        metadata=_meta(
+            "the robust scale (IQR/1.349) is at least this share of the standard deviation "
+            "(recipe: multivariate 0, univariate 0.5: a series that sits on a few values most "
+            "of the time is not judged by its tiny IQR)",
+            "preprocessing",
+            parse=float,
+            metavar="X",
         ),
     )
     transform_min_gain: float = field(

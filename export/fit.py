@@ -32,7 +32,7 @@ from export import calibrate
 from export.config import FitConfig
 from export.errors import InputError
 from export.prepare import Prepared, prepare, window_ends
-from export.recipes import default_lags, resolve
+from export.recipes import default_lags
 from export.scoring import ENSEMBLE, WindowScores, labelled_metrics, score_file
 
 __all__ = ["FitConfig", "FitResult", "default_lags", "fit_bundle"]  # default_lags: recipes
@@ -439,7 +439,7 @@ def fit_bundle(
 
     check_options(config, out_dir)
     prep = prepare(csv_path, config)
-    config = resolve(config, len(prep.data.channels))
+    config = prep.config  # the recipe resolved from the number of channels
     now = datetime.now(timezone.utc)
     identity = (
         config.name or out_dir.name,

@@ -22,6 +22,7 @@ from edge.preprocess import scale_rows
 from edge.table import Table, TableError, read_table
 from export.config import FitConfig
 from export.errors import InputError
+from export.recipes import resolve
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -64,6 +65,7 @@ class Prepared:
     fit_rows: BoolArray
     calib_rows: BoolArray
     summary: dict[str, Any] = field(default_factory=dict)
+    config: FitConfig = field(default_factory=FitConfig)  # resolved: the recipe filled in
 
     def windows(self, ends: IntArray, length: int) -> FloatArray:
         return windows_at(self.scaled, ends, length)
@@ -207,7 +209,7 @@ def _apply(kind: str, values: FloatArray) -> FloatArray:
 def choose_transform(values: FloatArray, config: FitConfig) -> tuple[str, dict[str, float]]:
     """`auto`: the least skewed of none/log1p/sqrt (non-negative channels only), kept `none`
     unless the gain in |skewness| reaches `transform_min_gain`."""
-    if config.transform != "auto":
+    if config.transform not in ("auto", None):
         if config.transform != "none" and values.min() < 0:
             return "none", {}
         return config.transform, {}
@@ -219,9 +221,10 @@ def choose_transform(values: FloatArray, config: FitConfig) -> tuple[str, dict[s
     return best, skews
 
 
-def _robust_scale(t: FloatArray) -> tuple[float, float, str]:
-    """Median and IQR/1.349; the standard deviation instead when the IQR is degenerate
-    (under a tenth of the std: a channel stuck on a few values, e.g. a quantised sensor)."""
+def _robust_scale(t: FloatArray, sd_floor: float = 0.0) -> tuple[float, float, str]:
+    """Median and IQR/1.349, at least `sd_floor` x the standard deviation; the standard
+    deviation instead when the IQR is degenerate (under a tenth of the std: a channel stuck
+    on a few values, e.g. a quantised sensor)."""
     center = float(np.median(t))
     q1, q3 = np.percentile(t, [25, 75])
     floor = 1e-9 * max(1.0, abs(center))
@@ -229,6 +232,8 @@ def _robust_scale(t: FloatArray) -> tuple[float, float, str]:
     sd = float(t.std())
     if scale < 0.1 * sd or scale <= floor:
         scale, how = sd, "std"
+    elif scale < sd_floor * sd:
+        scale, how = sd_floor * sd, "std_floor"
     return center, max(scale, floor), how
 
 
@@ -247,7 +252,7 @@ def fit_channel(name: str, raw: FloatArray, config: FitConfig) -> tuple[ChannelP
             "it carries no information; leave it out with --channels"
         )
     kind, skews = choose_transform(values, config)
-    center, scale, how = _robust_scale(_apply(kind, values))
+    center, scale, how = _robust_scale(_apply(kind, values), config.scale_sd_floor or 0.0)
     spec = ChannelPreprocess(
         name=name,
         transform=kind,
@@ -302,6 +307,7 @@ def prepare(csv_path: Path, config: FitConfig) -> Prepared:
     if not 0.05 <= config.holdout <= 0.5:
         raise InputError(f"--holdout {config.holdout}: use a share between 0.05 and 0.5")
     data = load_dataset(csv_path, config)
+    config = resolve(config, len(data.channels))
     normal = ~data.labels if data.labels is not None else np.ones(len(data.raw), dtype=bool)
     usable = data.train & normal
     if usable.sum() < 2:
@@ -372,4 +378,5 @@ def prepare(csv_path: Path, config: FitConfig) -> Prepared:
         fit_rows,
         calib_rows,
         summary,
+        config,
     )

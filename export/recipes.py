@@ -24,6 +24,8 @@ from export.errors import InputError
 
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "multivariate": {
+        "transform": "auto",
+        "scale_sd_floor": 0.0,
         "distance_model": "window_features",
         "epochs": 60,
         "slow_ratio": 0.5,
@@ -34,6 +36,8 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "cooldown_windows": 0,
     },
     "univariate": {
+        "transform": "none",
+        "scale_sd_floor": 0.5,
         "distance_model": "lag_kmeans",
         "epochs": 20,
         "slow_ratio": 0.5,
