@@ -123,6 +123,8 @@ class Pms5003Decoder:
                 continue
             # a header may straddle the frame's last byte: a frame cut to 31 bytes
             restart = self._buffer.find(HEADER, 1, FRAME_SIZE + 1)
+            if restart < 0 and len(self._buffer) == FRAME_SIZE and self._buffer[-1] == HEADER[0]:
+                return frames  # wait for the next byte: it decides whether a frame starts
             if 0 < restart < FRAME_SIZE:
                 self._bad("truncated_frame", restart, f"a new frame started at byte {restart}")
             else:
