@@ -4,10 +4,17 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.mosquitto import Broker
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# CI explores the same examples on every run, so a result is reproducible; locally each run
+# explores new ones.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI", "").lower() == "true":
+    settings.load_profile("ci")
 
 
 @pytest.fixture
