@@ -68,12 +68,18 @@ def plot_distributions(data: ReportData, path: Path) -> None:
     for ax, scorer in zip(axes[:, 0], scorers, strict=True):
         held = data.heldout.raw[scorer.name]
         every = data.file_scores.raw[scorer.name]
+        title, held_label = scorer.name, "held-out normal"
+        if scorer.likelihood is not None:  # the threshold applies to the likelihood's z,
+            # which needs the device's history: the whole file in order, not held-out windows
+            every = data.file_scores.normalized[scorer.name] * scorer.threshold.value
+            held, held_label = every, "every window of the file"
+            title = f"{scorer.name}: likelihood z"
         both = np.concatenate([held, every])
         bins = np.histogram_bin_edges(both, bins=60)
         if both.min() > 0 and both.max() > 50 * np.median(both):  # heavy tail: log bins
             bins = np.geomspace(both.min(), both.max(), 61)
             ax.set_xscale("log")
-        ax.hist(held, bins=bins, density=True, alpha=0.6, label="held-out normal")
+        ax.hist(held, bins=bins, density=True, alpha=0.6, label=held_label)
         if data.labels is not None:
             anomalous = data.labels[ends]
             ax.hist(every[anomalous], bins=bins, density=True, alpha=0.5, label="labelled anomaly")
@@ -83,7 +89,7 @@ def plot_distributions(data: ReportData, path: Path) -> None:
             linestyle="--",
             label=f"threshold ({scorer.threshold.method})",
         )
-        ax.set_title(scorer.name, fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
