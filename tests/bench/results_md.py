@@ -145,12 +145,22 @@ def _internal(lat: dict[str, Any]) -> str:
     return f"p50 <= {p50:.1f} ms, p99 <= {p99:.1f} ms per device"
 
 
+def _dirty(files: list[str]) -> str:
+    return f" with uncommitted changes to {', '.join(files)}" if files else ""
+
+
+def _moved(commit: str | None) -> str:
+    return f" (HEAD was {commit[:10]} at the end: code loaded at the start)" if commit else ""
+
+
 def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     head = [f"# Benchmarks, {results['date']}", "",
             f"Machine: {m['cores']}-core {m['machine']} ({m['cpu']}), Python {m['python']}, "
             f"no GPU; shared with other work while it ran, so timings are noisy (ratios were "
-            f"measured in the same run). Commit {results['commit'][:10]}; trainer defaults "
+            f"measured in the same run). Commit {results['commit'][:10]}"
+            f"{_dirty(results.get('uncommitted') or [])}"
+            f"{_moved(results.get('commit_at_end'))}; trainer defaults "
             f"(`FitConfig()`): {results['config_brief']}.", ""]
     body: list[str] = []
     if "skab" in results:

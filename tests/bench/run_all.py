@@ -68,11 +68,12 @@ def config_brief() -> str:
         members = "+".join(c.ensemble_members or ())
         parts.append(
             f"{label}: {getattr(c, 'distance_model', None) or 'pca_kmeans'} distance, "
-            f"ensemble {c.ensemble_rule} of {members}, thresholds {c.threshold_method}, "
-            f"smoothing {c.smoothing}, trigger {c.trigger}, release {c.release}")
+            f"LSTM-AE up to {c.epochs} epochs, ensemble {c.ensemble_rule} of {members}, "
+            f"thresholds {c.threshold_method}, smoothing {c.smoothing}, trigger {c.trigger}, "
+            f"release {c.release}")
     c = FitConfig()
-    return (f"window {c.window}, LSTM-AE {c.units} units (up to {c.epochs} epochs) in every "
-            f"bundle; " + "; ".join(parts))
+    return (f"window {c.window}, LSTM-AE of {c.units} units in every bundle; "
+            + "; ".join(parts))
 
 
 def _commit() -> str:
@@ -81,6 +82,16 @@ def _commit() -> str:
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def _uncommitted() -> list[str]:
+    """Tracked trainer/agent files changed in the working tree: the run measured those."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", "export", "edge"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return [line[3:] for line in out.splitlines() if line.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +118,7 @@ class Run:
         self.work = Path(tempfile.mkdtemp(prefix="edge-bench-"))
         self.results: dict[str, Any] = {
             "date": date.today().isoformat(), "machine": machine(), "commit": _commit(),
+            "uncommitted": _uncommitted(),
             "config_brief": config_brief(), "data": str(root)}
         self.timings: dict[str, float] = {}
         self.fit_seconds: list[float] = []
@@ -268,6 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             run.device_agent()
         if "e2e" in sections and "e2e_bundle" in run.results:
             run.end_to_end()
+        end_commit = _commit()
+        if end_commit != run.results["commit"]:
+            run.results["commit_at_end"] = end_commit
+            run.say(f"note: HEAD moved from {run.results['commit'][:10]} to {end_commit[:10]} "
+                    "during the run; the worker processes had loaded the code at the start")
         text = run.write()
     finally:
         if not args.keep_work:
