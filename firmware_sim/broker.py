@@ -5,8 +5,8 @@
 
 The config, the log and nothing else live in a temporary directory removed on exit. The
 broker keeps no state (`persistence false`) and listens on 127.0.0.1 only, anonymous.
-`tests/mosquitto.py` has the same class for the test suite (which must not depend on
-`firmware_sim`); keep the two in step.
+`tests/mosquitto.py` builds the test suite's broker (TLS and ACL listeners, restarts on the
+same port) on `free_port` and `mosquitto_binary` from here.
 """
 
 from __future__ import annotations

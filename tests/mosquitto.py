@@ -10,20 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from firmware_sim.broker import free_port, mosquitto_binary
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
-    if found is None:
-        raise RuntimeError("mosquitto is not installed: run `make setup` (it uses apt-get)")
-    return found
+__all__ = ["Broker", "free_port", "mosquitto_binary"]
 
 
 class Broker:
