@@ -498,7 +498,9 @@ class FitConfig:
     min_int8_corr: float = field(
         default=0.9,
         metadata=_meta(
-            "fail if int8-vs-float window-score correlation on held-out windows is lower", "checks"
+            "fail if the int8-vs-float window-score correlation is lower on held-out windows "
+            "and on all rows",
+            "checks",
         ),
     )
     min_int8_agreement: float = field(

@@ -46,6 +46,7 @@ FloatArray = npt.NDArray[np.float64]
 
 # the trainer's defaults before the recipes (PCA/KMeans Mahalanobis + LSTM-AE, POT thresholds)
 BEFORE: dict[str, Any] = {
+    "epochs": 60,
     "distance_model": "pca_kmeans",
     "distance_clip": True,
     "threshold_method": "pot",
@@ -81,7 +82,6 @@ NAB_VARIANTS: dict[str, dict[str, Any]] = {
     "+ lstm_ae member (max)": {"members": ["lag_distance_8", "lag_distance_4", "lstm_ae"]},
     "+ lstm_ae with likelihood": {
         "members": ["lag_distance_8", "lag_distance_4", "lstm_ae"], "lstm_likelihood": True},
-    "lag_distance_8 alone": {"members": ["lag_distance_8"]},
 }
 
 
@@ -170,14 +170,33 @@ def _init_worker() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
+REUSE = os.environ.get("EDGE_QUALITY_REUSE") == "1"  # --reuse: keep bundles already fitted
+
+
+@dataclasses.dataclass
+class _Reused:
+    out_dir: Path
+    manifest: Any
+
+
 def _fit(csv: Path, out: Path, rows: str, changes: dict[str, Any], epochs: int | None
          ) -> tuple[Any, FitConfig, float]:
+    from edge.bundle import BundleError, load_bundle
     from export.fit import fit_bundle
+    from export.prepare import prepare
 
     config = dataclasses.replace(FitConfig(), rows=rows, report=False, force=True,
                                  keep_float=True, **changes)
     if epochs is not None:
         config = dataclasses.replace(config, epochs=epochs)
+    if REUSE:
+        try:
+            bundle = load_bundle(out)
+            resolved = prepare(csv, config).config
+            if bundle.manifest.training.get("config") == resolved.summary():
+                return _Reused(out, bundle.manifest), resolved, 0.0
+        except (BundleError, OSError):
+            pass
     started = time.perf_counter()
     result = fit_bundle(csv, out, config)
     return result, config, time.perf_counter() - started
@@ -225,6 +244,7 @@ def nab_file(name: str, work: Path, configs: dict[str, dict[str, Any]],
     """Fit each config on the probationary rows and replay each variant; alert starts."""
     from edge.replay import replay_table
     from edge.table import read_table
+    from export.errors import FitError, InputError
     from export.evaluate import alert_starts
     from export.nab import probation_period
 
@@ -234,7 +254,15 @@ def nab_file(name: str, work: Path, configs: dict[str, dict[str, Any]],
     out: dict[str, Any] = {"file": name, "starts": {}, "fit_s": {}}
     for cname, changes in configs.items():
         stem = name.replace("/", "__").removesuffix(".csv")
-        fit, config, seconds = _fit(csv, work / cname / stem, rows, changes, epochs)
+        try:
+            fit, config, seconds = _fit(csv, work / cname / stem, rows, changes, epochs)
+        except (InputError, FitError) as exc:  # e.g. art_flatline: constant in training
+            out["fit_s"][cname] = 0.0
+            out.setdefault("refused", []).append(f"{cname}: {exc}")
+            for vname, vchanges in variants.items():
+                if cname != "before" or not vchanges:
+                    out["starts"][f"{cname} | {vname}"] = np.zeros(len(table), dtype=bool)
+            continue
         out["fit_s"][cname] = seconds
         for vname, vchanges in variants.items():
             if cname == "before" and vchanges:
@@ -258,7 +286,8 @@ def _run(tasks: list[tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]], wor
             r = future.result()
             results.append(r)
             fits = ", ".join(f"{k} {v:.0f} s" for k, v in r["fit_s"].items())
-            say(f"  {i}/{len(futures)} {r['file']}: fit {fits}")
+            refused = f"; no bundle ({'; '.join(r['refused'])})" if r.get("refused") else ""
+            say(f"  {i}/{len(futures)} {r['file']}: fit {fits}{refused}")
     return results
 
 
@@ -302,10 +331,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated configs to fit (default before,after)")
     parser.add_argument("--epochs", type=int, help="override LSTM-AE epochs (faster runs)")
     parser.add_argument("--files", type=int, help="only the first N files (smoke runs)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep a bundle already in --out whose recipe matches (re-run the "
+                             "tables without refitting)")
     parser.add_argument("--sweep", action="store_true",
                         help="SKAB: replay a grid of decision variants instead of the default "
                              "ones (prints the best with FAR <= 10%%)")
     args = parser.parse_args(argv)
+    if args.reuse:
+        os.environ["EDGE_QUALITY_REUSE"] = "1"  # for the spawned workers
+        global REUSE
+        REUSE = True
     configs = {k: CONFIGS[k] for k in args.configs.split(",")}
     started = time.monotonic()
 
