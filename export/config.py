@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-SCORERS = ("lstm_ae", "spe", "euclidean", "mahalanobis", "iqr")  # with --distance-model pca_kmeans
 THRESHOLD_METHODS = ("quantile", "iqr", "pot", "bhattacharyya")
 RECIPES = ("auto", "multivariate", "univariate")
 DISTANCE_MODELS = ("window_features", "lag_kmeans", "pca_kmeans")
