@@ -10,7 +10,8 @@
 
 Raw channel j is ``center_j + scale_j * N(0, 1)`` on normal data (see `normal_rows`).
 `session_bundle` builds it once and caches it in pytest's cache directory, keyed by the
-source of this file and of `edge/bundle.py`.
+source of this file and of `edge/bundle.py`; tests get it as the `agent_bundle` fixture
+(tests/conftest.py).
 
     python -m tests.agent_fixtures build DIR [WINDOW LSTM_UNITS]  # build a bundle into DIR
     python -m tests.agent_fixtures csv FILE ROWS   # write a synthetic 8-channel CSV
@@ -224,9 +225,10 @@ def session_bundle(cache_dir: Path) -> Path:
 
 
 def cached_bundle_dir(config: Any, tmp_path_factory: Any) -> Path:
-    """For a session fixture: the bundle in pytest's cache (or a temp dir without one)."""
+    """For a session fixture: the bundle in pytest's cache (or a temp dir without one). The
+    directory is the one `tests/stress/common.py` reads."""
     cache = getattr(config, "cache", None)
-    root = cache.mkdir("agent-fixture") if cache is not None else tmp_path_factory.mktemp("b")
+    root = cache.mkdir("edge-agent-bundle") if cache is not None else tmp_path_factory.mktemp("b")
     return session_bundle(Path(root))
 
 

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
+from tests.agent_fixtures import cached_bundle_dir
+from tests.agent_io import AgentProcess
 from tests.mosquitto import Broker
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -22,6 +25,22 @@ def broker() -> Iterator[Broker]:
     """A private Mosquitto on a free loopback port, stopped after the test."""
     with Broker() as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def agent_bundle(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny real bundle of `tests/agent_fixtures.py`: built once per session at most, and
+    reused across runs from pytest's cache while its sources are unchanged."""
+    return cached_bundle_dir(pytestconfig, tmp_path_factory)
+
+
+@pytest.fixture
+def agents() -> Iterator[list[AgentProcess]]:
+    """Agent subprocesses a test starts (append them here): killed after the test."""
+    started: list[AgentProcess] = []
+    yield started
+    for agent in started:
+        agent.kill()
 
 
 @pytest.hookimpl(hookwrapper=True)

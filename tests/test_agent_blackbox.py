@@ -9,13 +9,11 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.agent_fixtures import session_bundle
 from tests.agent_io import (
     PREFIX,
     AgentProcess,
@@ -34,20 +32,6 @@ MQTT_SOURCE = '[[sources]]\ntype = "mqtt"\ntopic = "sensors/+/readings"\n'
 STDIN_SOURCE = '[[sources]]\ntype = "stdin"\ndevice = "{device}"\n'
 # one alert cycle: 20 faulty rows then 40 normal ones (window 16 + release 5 fit in)
 CYCLE = [(20, 3), (40, None)]
-
-
-@pytest.fixture(scope="module")
-def agent_bundle(pytestconfig: pytest.Config) -> Path:
-    assert pytestconfig.cache is not None
-    return session_bundle(pytestconfig.cache.mkdir("edge-agent-bundle"))
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[list[AgentProcess]]:
-    started: list[AgentProcess] = []
-    yield started
-    for agent in started:
-        agent.kill()
 
 
 def start_agent(agents: list[AgentProcess], config: Path) -> AgentProcess:

@@ -17,7 +17,6 @@ from edge.readings import BadInputCounter, Reading
 from tests.agent_fixtures import (
     START_TS,
     WINDOW,
-    cached_bundle_dir,
     centers,
     channel_names,
     normal_rows,
@@ -28,8 +27,8 @@ NAMES = channel_names()
 
 
 @pytest.fixture(scope="session")
-def bundle(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return load_bundle(cached_bundle_dir(pytestconfig, tmp_path_factory))
+def bundle(agent_bundle: Path) -> Bundle:
+    return load_bundle(agent_bundle)
 
 
 @pytest.fixture(scope="session")

@@ -6,19 +6,11 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-
 from edge.agent import Agent
 from edge.bundle import load_bundle
 from edge.config import parse_config
 from edge.sources import Payload, SourceDone
-from tests.agent_fixtures import channel_names, normal_rows, scales, session_bundle
-
-
-@pytest.fixture(scope="module")
-def agent_bundle(pytestconfig: pytest.Config) -> Path:
-    assert pytestconfig.cache is not None
-    return session_bundle(pytestconfig.cache.mkdir("edge-agent-bundle"))
+from tests.agent_fixtures import channel_names, normal_rows, scales
 
 
 def make_agent(bundle: Path, tmp_path: Path, **sections: object) -> Agent:

@@ -22,13 +22,7 @@ from edge.mqtt_client import MqttConnection, Topics
 from edge.reload import BundleReloader, ReloadResult, identity
 from edge.sinks.events import EventPublisher
 from edge.sources import Payload
-from tests.agent_fixtures import channel_names, normal_rows, scales, session_bundle
-
-
-@pytest.fixture(scope="module")
-def fixture_bundle(pytestconfig: pytest.Config) -> Path:
-    assert pytestconfig.cache is not None
-    return session_bundle(pytestconfig.cache.mkdir("edge-agent-bundle"))
+from tests.agent_fixtures import channel_names, normal_rows, scales
 
 
 def variant(source: Path, target: Path, **update: Any) -> Path:
@@ -55,10 +49,10 @@ def point(link: Path, target: Path) -> None:
 
 
 @pytest.fixture
-def bundles(fixture_bundle: Path, tmp_path: Path) -> dict[str, Path]:
-    v1 = Path(shutil.copytree(fixture_bundle, tmp_path / "v1"))
-    v2 = variant(fixture_bundle, tmp_path / "v2", version="2")
-    bad = tampered(fixture_bundle, tmp_path / "bad")
+def bundles(agent_bundle: Path, tmp_path: Path) -> dict[str, Path]:
+    v1 = Path(shutil.copytree(agent_bundle, tmp_path / "v1"))
+    v2 = variant(agent_bundle, tmp_path / "v2", version="2")
+    bad = tampered(agent_bundle, tmp_path / "bad")
     link = tmp_path / "current"
     point(link, v1)
     return {"v1": v1, "v2": v2, "bad": bad, "link": link}
@@ -87,10 +81,10 @@ def test_reload_loads_the_new_target_and_refuses_a_tampered_one(
 
 
 def test_a_bundle_whose_models_do_not_run_is_refused(
-        fixture_bundle: Path, tmp_path: Path) -> None:
-    broken = Path(shutil.copytree(fixture_bundle, tmp_path / "broken"))
+        agent_bundle: Path, tmp_path: Path) -> None:
+    broken = Path(shutil.copytree(agent_bundle, tmp_path / "broken"))
     (broken / "distance.onnx").write_bytes(b"not an onnx model")
-    manifest = load_bundle(fixture_bundle).manifest
+    manifest = load_bundle(agent_bundle).manifest
     write_manifest(broken, manifest.model_copy(
         update={"files": checksums(broken, ["distance.onnx", "lstm_ae.tflite"])}))
     result = reload_now(BundleReloader(BundleConfig(path=broken, watch_interval_s=0)))
@@ -275,14 +269,14 @@ def test_agent_swaps_keeps_windows_and_refuses_a_bad_bundle(
 
 
 def test_a_reload_that_changes_the_window_ends_the_open_alert(
-        bundles: dict[str, Path], fixture_bundle: Path, tmp_path: Path) -> None:
+        bundles: dict[str, Path], agent_bundle: Path, tmp_path: Path) -> None:
     agent = make_agent(bundles["link"], tmp_path)
     ts0 = time.time() - 200
     feed(agent, 20, ts0)
     feed(agent, 10, ts0 + 20, fault=True)
     assert agent.gateway.pipelines["pod"].decider.alert is not None
-    manifest = load_bundle(fixture_bundle).manifest
-    other = variant(fixture_bundle, tmp_path / "v3", version="3",
+    manifest = load_bundle(agent_bundle).manifest
+    other = variant(agent_bundle, tmp_path / "v3", version="3",
                     preprocess=manifest.preprocess.model_copy(update={"clip": 6.0}))
     point(bundles["link"], other)
     agent.apply_reload(reload_now(agent.reloader))

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +16,12 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge.bundle import load_bundle
-from tests.agent_fixtures import session_bundle
 from tests.agent_io import PREFIX, AgentProcess, Collector, agent_toml, live_lines
 from tests.mosquitto import Broker
 from tests.test_agent_reload import point, tampered, variant
 
 pytestmark = pytest.mark.slow
 MQTT_SOURCE = '[[sources]]\ntype = "mqtt"\ntopic = "sensors/+/readings"\n'
-
-
-@pytest.fixture(scope="module")
-def agent_bundle(pytestconfig: pytest.Config) -> Path:
-    assert pytestconfig.cache is not None
-    return session_bundle(pytestconfig.cache.mkdir("edge-agent-bundle"))
-
-
-@pytest.fixture
-def agents() -> Iterator[list[AgentProcess]]:
-    started: list[AgentProcess] = []
-    yield started
-    for agent in started:
-        agent.kill()
 
 
 def sha(bundle: Path) -> str:

@@ -27,7 +27,6 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.agent_fixtures import session_bundle
 from tests.agent_io import PREFIX, AgentProcess, agent_toml, live_lines
 from tests.mosquitto import Broker, free_port
 from tests.pki import Pki, make_pki
@@ -102,20 +101,6 @@ def secure() -> Iterator[SecureBroker]:
                 f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n")
     with Broker(port=port, listener=listener) as broker:
         yield SecureBroker(broker, mtls_port, pki)
-
-
-@pytest.fixture(scope="module")
-def agent_bundle(pytestconfig: pytest.Config) -> Path:
-    assert pytestconfig.cache is not None
-    return session_bundle(pytestconfig.cache.mkdir("edge-agent-bundle"))
-
-
-@pytest.fixture
-def agents() -> Iterator[list[AgentProcess]]:
-    started: list[AgentProcess] = []
-    yield started
-    for agent in started:
-        agent.kill()
 
 
 class Recorder:

@@ -24,7 +24,6 @@ from edge.sources import Item, Payload, SourceDone
 from edge.sources.mqtt import MqttSource
 from edge.sources.serial_pms5003 import SerialPms5003Source
 from edge.sources.stdin import LineSplitter, StdinSource, line_device
-from tests.agent_fixtures import session_bundle
 from tests.agent_io import PREFIX, Collector, agent_toml, live_lines
 from tests.mosquitto import Broker
 
@@ -141,12 +140,10 @@ def wait_for(predicate: object, timeout: float) -> bool:
 
 @pytest.mark.slow
 def test_one_agent_serves_several_devices_each_with_its_own_state(
-    broker: Broker, tmp_path: Path, pytestconfig: pytest.Config
+    broker: Broker, tmp_path: Path, agent_bundle: Path
 ) -> None:
     """In-process `run()`: two devices on one MQTT source, a fault on one of them only."""
-    assert pytestconfig.cache is not None
-    bundle = session_bundle(pytestconfig.cache.mkdir("edge-agent-bundle"))
-    path = agent_toml(tmp_path / "agent.toml", broker, bundle, client_id="gw",
+    path = agent_toml(tmp_path / "agent.toml", broker, agent_bundle, client_id="gw",
                       sources='[[sources]]\ntype = "mqtt"\n')
     config = load_config(path)
     config.stdout.enabled = False

@@ -14,15 +14,6 @@ from edge.bundle import Decision
 from edge.cli import main
 from edge.config import AgentConfig, ConfigError, load_config, parse_config
 
-
-@pytest.fixture(scope="module")
-def agent_bundle(pytestconfig: pytest.Config) -> Path:
-    from tests.agent_fixtures import session_bundle
-
-    assert pytestconfig.cache is not None
-    return session_bundle(pytestconfig.cache.mkdir("edge-agent-bundle"))
-
-
 EXAMPLE = Path(__file__).resolve().parents[1] / "edge" / "deploy" / "agent.example.toml"
 BASE = {"bundle": {"path": "bundle"}}
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from edge.config import AgentConfig, MqttSource, SerialSource, StdinSource, load_config
 from edge.systemd import Notifier
-from tests.agent_fixtures import channel_names, normal_rows, session_bundle
+from tests.agent_fixtures import channel_names, normal_rows
 from tests.mosquitto import Broker
 
 if sys.version_info >= (3, 11):
@@ -174,12 +174,6 @@ def test_notifier_abstract_socket_and_inert_cases(tmp_path: Path) -> None:
     assert other_pid.watchdog_interval_s == 0.0  # the watchdog is another process's
     gone = Notifier(str(tmp_path / "missing.sock"), 1_000_000)
     assert not gone.ready() and not gone.watchdog(5.0)  # logged once, never raised
-
-
-@pytest.fixture(scope="module")
-def agent_bundle(pytestconfig: pytest.Config) -> Path:
-    assert pytestconfig.cache is not None
-    return session_bundle(pytestconfig.cache.mkdir("edge-agent-bundle"))
 
 
 @pytest.mark.slow

@@ -23,7 +23,6 @@ from export.metrics import event_metrics, point_metrics
 from export.nab import MAX_TP, scaled_sigmoid
 from tests.agent_fixtures import (
     START_TS,
-    cached_bundle_dir,
     channel_names,
     normal_rows,
     scales,
@@ -32,11 +31,6 @@ from tests.agent_fixtures import (
 ROWS = 2400
 LABELLED = (800, 860, 3)  # rows [800, 860) on ch3, labelled
 UNLABELLED = (1800, 1830, 5)  # a fault nobody labelled: a false alarm
-
-
-@pytest.fixture(scope="session")
-def bundle_dir(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cached_bundle_dir(pytestconfig, tmp_path_factory)
 
 
 def write_csv(path: Path, rows: int = ROWS, faults: tuple[tuple[int, int, int, bool], ...] = (
@@ -62,11 +56,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_csv(tmp_path_factory.mktemp("eval") / "pod.csv")
 
 
-def test_figures_are_the_replays_measured_by_hand(bundle_dir: Path, data: Path) -> None:
+def test_figures_are_the_replays_measured_by_hand(agent_bundle: Path, data: Path) -> None:
     table = read_table(data)
     assert table.labels is not None
-    ev = evaluate(bundle_dir, table, table.labels)
-    plain = replay_table(bundle_dir, table)
+    ev = evaluate(agent_bundle, table, table.labels)
+    plain = replay_table(agent_bundle, table)
     assert np.array_equal(ev.replay.is_anomaly, plain.is_anomaly)  # the same pipeline
     decided = ev.point[DECISION]
     assert decided == point_metrics(table.labels, plain.is_anomaly)
@@ -98,12 +92,12 @@ def test_figures_are_the_replays_measured_by_hand(bundle_dir: Path, data: Path) 
     assert ev.ap[OVER] > 0.5
 
 
-def test_rows_restrict_the_scored_rows(bundle_dir: Path, data: Path) -> None:
+def test_rows_restrict_the_scored_rows(agent_bundle: Path, data: Path) -> None:
     table = read_table(data)
     assert table.labels is not None
     rows = np.zeros(ROWS, dtype=bool)
     rows[1000:] = True
-    ev = evaluate(bundle_dir, table, table.labels, rows, "1000:")
+    ev = evaluate(agent_bundle, table, table.labels, rows, "1000:")
     assert ev.point[DECISION].total == ROWS - 1000
     assert ev.events.n_events == 0 and ev.events.false_alarm_events == 1
     assert ev.nab == {}  # no labelled run: undefined
@@ -122,18 +116,18 @@ def test_nab_scores_of_alert_starts_by_hand() -> None:
     assert nab_scores(starts, np.zeros(30, dtype=bool)) == {}
 
 
-def test_alert_spans_pair_starts_and_ends(bundle_dir: Path, data: Path) -> None:
-    result = replay_table(bundle_dir, read_table(data))
+def test_alert_spans_pair_starts_and_ends(agent_bundle: Path, data: Path) -> None:
+    result = replay_table(agent_bundle, read_table(data))
     spans = alert_spans(result)
     assert [s.start_row for s in spans] == np.flatnonzero(alert_starts(result)).tolist()
     for span in spans:
         assert result.is_anomaly[span.start_row:span.end_row].all()
 
 
-def test_cli_prints_metrics_and_writes_the_report(bundle_dir: Path, data: Path, tmp_path: Path,
+def test_cli_prints_metrics_and_writes_the_report(agent_bundle: Path, data: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     page, figures = tmp_path / "out" / "eval.html", tmp_path / "eval.json"
-    code = main(["evaluate", "--bundle", str(bundle_dir), str(data), "--report", str(page),
+    code = main(["evaluate", "--bundle", str(agent_bundle), str(data), "--report", str(page),
                  "--json", str(figures)])
     assert code == 0
     out = capsys.readouterr().out
@@ -154,8 +148,9 @@ def test_cli_prints_metrics_and_writes_the_report(bundle_dir: Path, data: Path, 
     assert saved["point"]["decision"]["tp"] > 0 and saved["scored_rows"] == ROWS
 
 
-def test_cli_rows_option(bundle_dir: Path, data: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["evaluate", "--bundle", str(bundle_dir), str(data), "--rows", "1000:"]) == 0
+def test_cli_rows_option(agent_bundle: Path, data: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--bundle", str(agent_bundle), str(data), "--rows", "1000:"]) == 0
     out = capsys.readouterr().out
     assert "scored rows 1000:: 1400 rows, 0 labelled anomalous in 0 events" in out
     assert "NAB-style: no labelled anomaly" in out
@@ -174,10 +169,10 @@ def test_cli_rows_option(bundle_dir: Path, data: Path, capsys: pytest.CaptureFix
         ("report_is_dir", "is a directory"),
     ],
 )
-def test_bad_input_exits_2_with_a_message(case: str, message: str, bundle_dir: Path, data: Path,
+def test_bad_input_exits_2_with_a_message(case: str, message: str, agent_bundle: Path, data: Path,
                                           tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["evaluate", "--bundle", str(bundle_dir), str(data)]
+    args = ["evaluate", "--bundle", str(agent_bundle), str(data)]
     if case == "no_bundle":
         args[2] = str(tmp_path / "nothing")
     elif case == "no_data":

@@ -14,7 +14,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +25,6 @@ from edge.config import HomeAssistantConfig, MqttConfig
 from edge.decide import AlertEvent, BundleInfo, ChannelContribution
 from edge.homeassistant import HomeAssistantPublisher, discovery_messages, slug, state_topic
 from edge.mqtt_client import Topics
-from tests.agent_fixtures import session_bundle
 from tests.agent_io import PREFIX, AgentProcess, Collector, agent_toml, live_lines
 from tests.mosquitto import Broker
 
@@ -334,20 +332,6 @@ def test_state_goes_out_at_once_on_a_change_and_rate_limited_otherwise() -> None
 
 
 # -- against a real broker -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def agent_bundle(pytestconfig: pytest.Config) -> Path:
-    assert pytestconfig.cache is not None
-    return session_bundle(pytestconfig.cache.mkdir("edge-agent-bundle"))
-
-
-@pytest.fixture
-def agents() -> Iterator[list[AgentProcess]]:
-    started: list[AgentProcess] = []
-    yield started
-    for agent in started:
-        agent.kill()
-
-
 def retained(broker: Broker, pattern: str, wait_s: float = 1.0) -> dict[str, bytes]:
     """What a client subscribing now gets with the retain flag set."""
     got: dict[str, bytes] = {}

@@ -81,15 +81,12 @@ def test_spec_bounds() -> None:
 
 
 @pytest.fixture(scope="module")
-def likelihood_bundle(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
-                      ) -> Path:
+def likelihood_bundle(agent_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The agent fixture bundle with `euclidean` through a likelihood step (the only member)."""
     from edge.bundle import Ensemble, Threshold, load_bundle, write_manifest
-    from tests.agent_fixtures import cached_bundle_dir
 
-    source = cached_bundle_dir(pytestconfig, tmp_path_factory)
     target = tmp_path_factory.mktemp("likelihood") / "bundle"
-    shutil.copytree(source, target)
+    shutil.copytree(agent_bundle, target)
     m = load_bundle(target).manifest
     step = LikelihoodSpec(short=5, history=200, min_history=50)
     scorers = [s.model_copy(update={"likelihood": step,

@@ -17,19 +17,14 @@ from edge.pipeline import DevicePipeline
 from edge.readings import BadInputCounter, Reading
 from edge.replay import replay_table
 from edge.table import read_table
-from tests.agent_fixtures import START_TS, WINDOW, cached_bundle_dir, synthetic_csv
+from tests.agent_fixtures import START_TS, WINDOW, synthetic_csv
 
 SCORERS = ["lstm", "euclidean", "mahalanobis", "iqr"]
 
 
 @pytest.fixture(scope="session")
-def bundle_dir(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cached_bundle_dir(pytestconfig, tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def bundle(bundle_dir: Path) -> Bundle:
-    return load_bundle(bundle_dir)
+def bundle(agent_bundle: Path) -> Bundle:
+    return load_bundle(agent_bundle)
 
 
 @pytest.fixture(scope="session")
@@ -42,10 +37,10 @@ def rows_of(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_cli_writes_one_row_per_input_row(bundle_dir: Path, data: Path, tmp_path: Path,
+def test_cli_writes_one_row_per_input_row(agent_bundle: Path, data: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     out, alerts = tmp_path / "scores.csv", tmp_path / "alerts.jsonl"
-    code = main(["replay", "--bundle", str(bundle_dir), "--input", str(data), "--out", str(out),
+    code = main(["replay", "--bundle", str(agent_bundle), "--input", str(data), "--out", str(out),
                  "--alerts", str(alerts), "--device", "pod7"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -68,11 +63,11 @@ def test_cli_writes_one_row_per_input_row(bundle_dir: Path, data: Path, tmp_path
     assert events[0]["bundle"]["name"] == "agent-fixture"
 
 
-def test_replay_is_deterministic(bundle_dir: Path, data: Path, tmp_path: Path) -> None:
+def test_replay_is_deterministic(agent_bundle: Path, data: Path, tmp_path: Path) -> None:
     outputs = []
     for k in range(2):
         out, alerts = tmp_path / f"s{k}.csv", tmp_path / f"a{k}.jsonl"
-        assert main(["replay", "--bundle", str(bundle_dir), "--input", str(data),
+        assert main(["replay", "--bundle", str(agent_bundle), "--input", str(data),
                      "--out", str(out), "--alerts", str(alerts)]) == 0
         outputs.append((out.read_bytes(), alerts.read_bytes()))
     assert outputs[0] == outputs[1]
@@ -143,7 +138,7 @@ def test_gap_in_file_restarts(bundle: Bundle, tmp_path: Path) -> None:
     assert np.isfinite(result.score[100 + WINDOW - 1:]).all()
 
 
-def test_cli_errors_exit_2(bundle_dir: Path, data: Path, tmp_path: Path,
+def test_cli_errors_exit_2(agent_bundle: Path, data: Path, tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
     out = str(tmp_path / "o.csv")
     assert main(["replay", "--bundle", str(tmp_path / "none"), "--input", str(data),
@@ -151,9 +146,9 @@ def test_cli_errors_exit_2(bundle_dir: Path, data: Path, tmp_path: Path,
     assert "does not exist" in capsys.readouterr().err
     bad = tmp_path / "bad.csv"
     bad.write_text("timestamp,ch0\n2024-01-01T00:00:00Z,1\n")
-    assert main(["replay", "--bundle", str(bundle_dir), "--input", str(bad), "--out", out]) == 2
+    assert main(["replay", "--bundle", str(agent_bundle), "--input", str(bad), "--out", out]) == 2
     assert "ch1" in capsys.readouterr().err
-    assert main(["replay", "--bundle", str(bundle_dir), "--input", str(data), "--out", out,
+    assert main(["replay", "--bundle", str(agent_bundle), "--input", str(data), "--out", out,
                  "--stride", "0"]) == 2
 
 

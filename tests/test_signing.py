@@ -13,20 +13,13 @@ import pytest
 
 from edge.bundle import MANIFEST_NAME, SIGNATURE_NAME, BundleError, load_bundle
 from export.cli import main as train_main
-from tests.agent_fixtures import session_bundle
 
 pytest.importorskip("cryptography")
 
 
-@pytest.fixture(scope="module")
-def fixture_bundle(pytestconfig: pytest.Config) -> Path:
-    assert pytestconfig.cache is not None
-    return session_bundle(pytestconfig.cache.mkdir("edge-agent-bundle"))
-
-
 @pytest.fixture
-def bundle(fixture_bundle: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(fixture_bundle, tmp_path / "bundle"))
+def bundle(agent_bundle: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(agent_bundle, tmp_path / "bundle"))
 
 
 @pytest.fixture
@@ -171,7 +164,7 @@ def test_check_config_reports_the_signature(
 
 
 def test_fit_sign_key_signs_the_new_bundle(
-        fixture_bundle: Path, keys: tuple[Path, Path], tmp_path: Path,
+        agent_bundle: Path, keys: tuple[Path, Path], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`fit --sign-key` wiring, with the training itself stubbed out (it is tested elsewhere)."""
     import export.fit
@@ -184,7 +177,7 @@ def test_fit_sign_key_signs_the_new_bundle(
 
     def fake_fit(_data: Path, target: Path, *_args: Any, **_kw: Any) -> Any:
         calls.append(target)
-        shutil.copytree(fixture_bundle, target)
+        shutil.copytree(agent_bundle, target)
         return SimpleNamespace(out_dir=target, report=None)
 
     monkeypatch.setattr(export.fit, "fit_bundle", fake_fit)
