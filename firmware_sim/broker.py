@@ -5,8 +5,8 @@
 
 The config, the log and nothing else live in a temporary directory removed on exit. The
 broker keeps no state (`persistence false`) and listens on 127.0.0.1 only, anonymous.
-`tests/mosquitto.py` builds the test suite's broker (TLS and ACL listeners, restarts on the
-same port) on `free_port` and `mosquitto_binary` from here.
+The port stays the same across stop()/start(), so clients can reconnect to it.
+`tests/mosquitto.py` subclasses `Broker` for the test suite (TLS and ACL listeners).
 """
 
 from __future__ import annotations
@@ -56,11 +56,14 @@ class Broker:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def listener_config(self) -> str:
+        """The config lines that open the port(s) and say who may connect."""
+        return f"listener {self.port} 127.0.0.1\nallow_anonymous true"
+
     def write_config(self) -> Path:
         conf = self.dir / "mosquitto.conf"
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"{self.listener_config()}\n"
             "persistence false\n"
             # as root Mosquitto would switch to the `mosquitto` user and lose its log file
             f"user {getpass.getuser()}\n"
