@@ -1,5 +1,6 @@
 """The agent's MQTT connection against a real Mosquitto: v5 -> 3.1.1 fallback, TLS with a
-password from the environment (never logged), status online/offline, ordered QoS 1 alerts."""
+password from the environment (never logged), status online/offline, ordered QoS 1 alerts,
+TCP_NODELAY on every connection."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge.config import MqttConfig
-from edge.mqtt_client import MqttConnection, Topics
+from edge.mqtt_client import MqttConnection, Topics, set_nodelay
 from edge.outbox import Outbox
 from edge.sinks.mqtt_alerts import AlertPublisher
 from edge.sinks.status import StatusPublisher
@@ -137,6 +138,34 @@ def test_v5_is_used_when_the_broker_speaks_it(broker: Broker) -> None:
         conn.stop()
 
 
+def nodelay(conn: MqttConnection) -> int:
+    sock = conn.client.socket() if conn.client is not None else None
+    assert isinstance(sock, socket.socket), sock
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_every_connection_sends_without_nagle(broker: Broker) -> None:
+    """paho leaves Nagle on: a QoS 1 alert would wait for the broker's delayed ACK."""
+    conn = connection(broker, client_id="agent-nodelay")
+    conn.start()
+    try:
+        assert conn.connected.wait(10), broker.log()
+        assert nodelay(conn)
+        broker.stop()
+        assert wait_until(lambda: not conn.connected.is_set(), 5)
+        broker.start()
+        assert wait_until(lambda: conn.connections == 2, 10), "no reconnect"
+        assert nodelay(conn)  # the new socket too
+    finally:
+        conn.stop()
+
+
+def test_set_nodelay_leaves_other_transports_alone() -> None:
+    set_nodelay(None)  # not connected yet
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unix:
+        set_nodelay(unix)  # no TCP options: ignored, not raised
+
+
 def test_alerts_are_published_in_order_and_removed_on_ack(broker: Broker, tmp_path: Path) -> None:
     with Collector(broker, topic=f"{PREFIX}/+/alert") as seen, \
             Outbox(tmp_path / "o.sqlite3") as box:
@@ -234,6 +263,7 @@ def test_tls_with_password_from_the_environment(
     try:
         assert conn.connected.wait(10), broker.log()
         assert wait_until(lambda: "online" in got, 5)
+        assert nodelay(conn)  # through the TLS socket
     finally:
         conn.stop()
         sub.disconnect()
