@@ -181,6 +181,7 @@ class Agent:
         self.connection.stop()
         log.info("stopped: alerts %s, outbox depth %d", self.alert_counts, self.outbox.depth())
         self.outbox.close()
+        self.bundle.close()
 
     def handle(self, item: Item) -> None:
         """One item from a source: decode, score, decide, publish."""
@@ -260,12 +261,13 @@ class Agent:
             self.events.publish("reload_failed", trigger=result.trigger, reason=result.error,
                                 bundle=current)
             return
-        bundle, manifest = result.bundle, result.bundle.manifest
+        bundle, manifest, previous = result.bundle, result.bundle.manifest, self.bundle
         self.bundle, self.info = bundle, BundleInfo.from_bundle(bundle)
         self.channels = input_channels(manifest)
         self.gateway.stride = self.config.decision.stride or manifest.window.stride
         self.publish(self.gateway.swap_engine(
             result.engine, self.config.decision.apply(manifest.decision)))
+        previous.close()  # its engine is out of use: remove its extracted archive
         new = {"name": self.info.name, "version": self.info.version, "sha256": self.info.sha256}
         log.info("reloaded (%s) in %.2fs: bundle %s %s (sha256 %s...) from %s, was %s %s "
                  "(sha256 %s...); signature %s", result.trigger, result.seconds, new["name"],

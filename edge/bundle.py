@@ -15,7 +15,7 @@ import hashlib
 import json
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -231,18 +231,33 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle on disk."""
+    """A verified bundle on disk. One loaded from a `.tar.gz` owns the temporary directory it
+    was extracted to: `close()` or the end of a `with` block removes it (else garbage
+    collection or the interpreter's exit does)."""
 
     path: Path
     manifest: Manifest
     manifest_sha256: str
     signed: bool
+    extracted: tempfile.TemporaryDirectory[str] | None = field(
+        default=None, repr=False, compare=False)
 
     def file(self, name: str) -> Path:
         return self.path / name
 
     def model_path(self, key: str) -> Path:
         return self.path / self.manifest.models[key].file
+
+    def close(self) -> None:
+        """Remove the extracted archive, if any (the runtimes hold the models by then)."""
+        if self.extracted is not None:
+            self.extracted.cleanup()
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def manifest_json(manifest: Manifest) -> bytes:
@@ -308,11 +323,22 @@ def load_bundle(path: Path | str, public_key: Path | str | None = None) -> Bundl
     """Load and verify a bundle directory (or `.tar.gz`).
 
     With `public_key` (an Ed25519 public key, PEM or raw 32 bytes), `manifest.sig` must exist
-    and verify; without it, a signature present is not checked.
+    and verify; without it, a signature present is not checked. An archive is extracted to a
+    temporary directory that the bundle owns (`Bundle.close`), removed at once if refused.
     """
-    bundle_dir = Path(path)
-    if bundle_dir.is_file() and bundle_dir.name.endswith((".tar.gz", ".tgz")):
-        bundle_dir = _extract(bundle_dir)
+    source = Path(path)
+    if not (source.is_file() and source.name.endswith((".tar.gz", ".tgz"))):
+        return _load_dir(source, public_key)
+    extracted = tempfile.TemporaryDirectory(prefix="edge-bundle-")
+    try:
+        bundle = _load_dir(_extract(source, Path(extracted.name)), public_key)
+    except BaseException:
+        extracted.cleanup()
+        raise
+    return replace(bundle, extracted=extracted)
+
+
+def _load_dir(bundle_dir: Path, public_key: Path | str | None) -> Bundle:
     if not bundle_dir.is_dir():
         raise BundleError(f"bundle {bundle_dir} does not exist or is not a directory")
     manifest_path = bundle_dir / MANIFEST_NAME
@@ -330,8 +356,8 @@ def load_bundle(path: Path | str, public_key: Path | str | None = None) -> Bundl
     return Bundle(bundle_dir, manifest, hashlib.sha256(raw).hexdigest(), signed)
 
 
-def _extract(archive: Path) -> Path:
-    target = Path(tempfile.mkdtemp(prefix="edge-bundle-"))
+def _extract(archive: Path, target: Path) -> Path:
+    """Extract into `target`; the bundle is `target` or its one subdirectory."""
     try:
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(target, filter="data")

@@ -197,6 +197,8 @@ class BundleReloader:
             engine = ScoringEngine(bundle, self.cfg.threads)
             smoke_test(engine)
         except Exception as exc:  # anything: the old bundle stays, the reason is reported
+            if bundle is not None:
+                bundle.close()  # loaded but refused: its extracted archive goes now
             bundle, engine = None, None
             error = str(exc) if isinstance(exc, BundleError) else f"{type(exc).__name__}: {exc}"
         self._results.put(ReloadResult(trigger, bundle, engine, error,
