@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SCHEMA_VERSION = 2  # what this trainer writes
-READABLE_SCHEMAS = (1, 2)  # 2 added optional fields (scorer likelihood, cooldown_windows) only
+SCHEMA_VERSION = 3  # what this trainer writes
+# 2 added optional fields (scorer likelihood, cooldown_windows) only; 3 the scorer memory only
+READABLE_SCHEMAS = (1, 2, 3)
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 
@@ -105,6 +106,24 @@ class LikelihoodSpec(_Strict):
         return self
 
 
+class MemorySpec(_Strict):
+    """Recent-pattern memory, kept per device: a distance scorer's raw score becomes
+    min(raw, distance to the k-th nearest of the device's own recent lag vectors), so that a
+    pattern the device keeps seeing after training stops alerting (see `edge.memory`)."""
+
+    lags: int = Field(ge=1, description="rows of the distance input compared (its last ones)")
+    size: int = Field(3000, ge=2, le=100_000, description="lag vectors remembered per device")
+    gap: int = Field(
+        50, ge=1, description="the most recent windows left out (they overlap the current one)")
+    k: int = Field(2, ge=1, description="a pattern is known once seen about k times")
+
+    @model_validator(mode="after")
+    def _fits(self) -> MemorySpec:
+        if self.gap >= self.size:
+            raise ValueError("gap must be smaller than size")
+        return self
+
+
 class ScorerSpec(_Strict):
     """One score, higher = more anomalous, normalised on the device as score / threshold.
 
@@ -112,8 +131,9 @@ class ScorerSpec(_Strict):
     kind `distance`: one output (`output`) of the ONNX distance model.
     kind `iqr`: the largest Tukey-fence excess over channels, already in fence units.
 
-    With `likelihood`, the raw score first goes through the device's likelihood step and the
-    threshold applies to its output (a z value) instead of the raw score.
+    With `memory`, the raw score is first lowered to the distance to the device's own recent
+    lag vectors where that is smaller. With `likelihood`, the raw score then goes through the
+    device's likelihood step and the threshold applies to its output (a z value).
     """
 
     name: str
@@ -122,6 +142,9 @@ class ScorerSpec(_Strict):
     threshold: Threshold
     likelihood: LikelihoodSpec | None = Field(
         None, description="anomaly-likelihood step between the raw score and the threshold")
+    memory: MemorySpec | None = Field(
+        None, description="kind distance: the device's recent-pattern memory, before the "
+        "likelihood step")
 
 
 class LstmAeSpec(_Strict):
@@ -218,6 +241,15 @@ class Manifest(_Strict):
             raise ValueError("a distance scorer needs `distance` and its model in `models`")
         if self.distance is not None and self.distance.lags > self.window.length:
             raise ValueError("distance.lags cannot exceed window.length")
+        for scorer in self.scorers:
+            if scorer.memory is None:
+                continue
+            if scorer.kind != "distance" or self.distance is None:
+                raise ValueError(f"scorer {scorer.name!r}: only a distance scorer has a memory")
+            if scorer.memory.lags > self.distance.lags:
+                raise ValueError(
+                    f"scorer {scorer.name!r}: memory.lags {scorer.memory.lags} exceeds "
+                    f"distance.lags {self.distance.lags}")
         return self
 
 

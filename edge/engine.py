@@ -6,7 +6,8 @@ feed many windows at once; the live agent passes a batch of one. Both run this s
 
 The engine itself holds no per-device state and is shared by the devices of a gateway. A
 scorer with a `likelihood` step needs the history of its device: each device keeps a
-`ScoreState` (`new_state()`) and passes it with every batch, windows in stream order.
+`ScoreState` (`new_state()`) and passes it with every batch, windows in stream order. A
+scorer with a `memory` (its device's recent lag vectors) needs it too.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.bundle import Bundle, Ensemble, Manifest
-from edge.likelihood import ScoreState
 from edge.runtimes.onnx import OnnxModel
 from edge.runtimes.tflite import TfliteModel
+from edge.score_state import ScoreState
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -73,7 +74,7 @@ class ScoringEngine:
         self._thresholds = {s.name: s.threshold.value for s in m.scorers}
 
     def new_state(self) -> ScoreState:
-        """Fresh per-device state for the bundle's stateful steps (scorer likelihoods)."""
+        """Fresh per-device state for the bundle's stateful steps (memories, likelihoods)."""
         return ScoreState(self.manifest)
 
     def lstm_errors(self, windows: FloatArray) -> FloatArray:
@@ -92,13 +93,18 @@ class ScoringEngine:
             errors[i] = sq[-1] if last_only else sq.mean(axis=0)
         return errors
 
-    def distances(self, windows: FloatArray) -> dict[str, FloatArray]:
-        assert self.onnx is not None and self.manifest.distance is not None
+    def lag_vectors(self, windows: FloatArray) -> FloatArray:
+        """The distance model's input rows: the last `lags` rows of each window, flattened."""
+        assert self.manifest.distance is not None
         lags = self.manifest.distance.lags
         flat = windows[:, -lags:, :].reshape(windows.shape[0], -1)
         if self.manifest.distance.clip_inputs:
             flat = np.clip(flat, -self.clip, self.clip)
-        outputs = self.onnx.run(flat.astype(np.float32))
+        return np.asarray(flat, dtype=np.float64)
+
+    def distances(self, windows: FloatArray) -> dict[str, FloatArray]:
+        assert self.onnx is not None
+        outputs = self.onnx.run(self.lag_vectors(windows).astype(np.float32))
         return {k: v.reshape(-1).astype(np.float64) for k, v in outputs.items()}
 
     def iqr_excess(self, rows: FloatArray) -> FloatArray:
@@ -125,7 +131,9 @@ class ScoringEngine:
                 raw[scorer.name] = outputs[str(scorer.output)]
             else:
                 raw[scorer.name] = iqr_excess.max(axis=1)
-        stepped = (state if state is not None else self.new_state()).apply(raw)
+        state = state if state is not None else self.new_state()
+        vectors = self.lag_vectors(windows) if state.memories else None
+        stepped = state.apply(raw, vectors)
         normalized = {name: stepped[name] / self._thresholds[name] for name in raw}
         ensemble = combine(self.manifest.ensemble, normalized)
         if self.tflite is None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from edge.bundle import LikelihoodSpec, Manifest
+from edge.bundle import LikelihoodSpec
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -96,20 +96,3 @@ class Likelihood:
         self.count = n + m
         self._sum, self._sum2 = total[-1], total2[-1]
         return np.asarray(z, dtype=np.float64)
-
-
-class ScoreState:
-    """Per-device state of the bundle's stateful scoring steps (one `Likelihood` per scorer
-    that has one). `ScoringEngine` is shared by devices; each device holds its own state."""
-
-    def __init__(self, manifest: Manifest) -> None:
-        self.steps = {s.name: Likelihood(s.likelihood) for s in manifest.scorers
-                      if s.likelihood is not None}
-
-    def __bool__(self) -> bool:
-        return bool(self.steps)
-
-    def apply(self, raw: dict[str, FloatArray]) -> dict[str, FloatArray]:
-        """The value each scorer's threshold applies to: its likelihood z, else its raw score."""
-        return {name: self.steps[name].update(v) if name in self.steps else v
-                for name, v in raw.items()}

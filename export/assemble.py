@@ -15,6 +15,7 @@ from edge.bundle import (
     LikelihoodSpec,
     LstmAeSpec,
     Manifest,
+    MemorySpec,
     ModelFile,
     ScorerSpec,
     Threshold,
@@ -22,6 +23,7 @@ from edge.bundle import (
     checksums,
 )
 from export.config import FitConfig
+from export.lag_kmeans import PREFIX as LAG_PREFIX
 from export.prepare import Prepared
 
 PACKAGES = (
@@ -56,10 +58,19 @@ def likelihood_spec(config: FitConfig) -> LikelihoodSpec:
     )
 
 
+def memory_spec(scorer: str, config: FitConfig) -> MemorySpec | None:
+    """The device memory of a lag_kmeans scorer (`lag_distance_<rows>`), if configured."""
+    if not config.lag_memory or not scorer.startswith(LAG_PREFIX):
+        return None
+    return MemorySpec(lags=int(scorer.removeprefix(LAG_PREFIX)), size=config.lag_memory,
+                      gap=config.lag_memory_gap, k=config.lag_memory_k)
+
+
 def scorer_specs(
     thresholds: dict[str, Threshold], distance_scorers: list[str], config: FitConfig
 ) -> list[ScorerSpec]:
-    """lstm_ae, the distance model's scorers, iqr; a likelihood step where configured."""
+    """lstm_ae, the distance model's scorers, iqr; a likelihood step and a memory where
+    configured."""
     step = likelihood_spec(config)
     chosen = set(config.likelihood_scorers or ())
     specs = [("lstm_ae", "lstm_ae", None)]
@@ -72,6 +83,7 @@ def scorer_specs(
             output=output,
             threshold=thresholds[name],
             likelihood=step if name in chosen else None,
+            memory=memory_spec(name, config),
         )
         for name, kind, output in specs
     ]

@@ -278,6 +278,29 @@ class FitConfig:
     lag_n_init: int = field(
         default=3, metadata=_meta("lag_kmeans: KMeans initialisations", "models")
     )
+    lag_memory: int | None = field(
+        default=None,
+        metadata=_meta(
+            "lag_kmeans: lag vectors each device remembers of its own recent stream; a lag "
+            "distance becomes min(distance to the training centroids, distance to the k-th "
+            "nearest remembered vector), so a pattern the device keeps seeing stops alerting "
+            "(0: off; default 3000 with lag_kmeans, 0 otherwise)",
+            "models",
+            metavar="N",
+        ),
+    )
+    lag_memory_gap: int = field(
+        default=50,
+        metadata=_meta(
+            "lag_kmeans memory: the most recent windows left out of the comparison (they "
+            "overlap the current one)", "models"),
+    )
+    lag_memory_k: int = field(
+        default=2,
+        metadata=_meta(
+            "lag_kmeans memory: a pattern counts as known once seen about this many times",
+            "models"),
+    )
     pca_variance: float = field(
         default=0.95,
         metadata=_meta(

@@ -52,6 +52,8 @@ POSITIVE_OPTIONS = (
     "slow_span",
     "lag_clusters",
     "lag_n_init",
+    "lag_memory_gap",
+    "lag_memory_k",
     "likelihood_short",
     "likelihood_history",
     "likelihood_min_history",

@@ -67,6 +67,7 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "cooldown_windows": 100,
     },
 }
+LAG_MEMORY = 3000  # lag vectors a lag_kmeans device remembers of its own stream
 WINDOW_FEATURE_LAGS = 8
 PCA_UNIVARIATE_LAGS = 8
 
@@ -121,6 +122,8 @@ def resolve(config: FitConfig, n_channels: int) -> FitConfig:
             changes["ensemble_members"] = ("window_mahalanobis",)
         else:
             changes["ensemble_members"] = outputs
+    if config.lag_memory is None:
+        changes["lag_memory"] = LAG_MEMORY if config.distance_model == "lag_kmeans" else 0
     if config.likelihood_scorers is None:
         changes["likelihood_scorers"] = outputs if config.distance_model == "lag_kmeans" else ()
     if config.lags == 0:
@@ -161,6 +164,16 @@ def check_resolved(config: FitConfig, n_channels: int) -> None:
             f"--lag-scales {','.join(map(str, config.lag_scales))}: each between 1 and "
             f"--lags {config.lags}"
         )
+    if config.lag_memory and config.distance_model != "lag_kmeans":
+        raise InputError(
+            f"--lag-memory {config.lag_memory}: only the lag_kmeans distance model has a memory "
+            f"(this fit uses {config.distance_model}); pass --lag-memory 0")
+    if config.lag_memory is not None and config.lag_memory < 0:
+        raise InputError("--lag-memory must be at least 0")
+    if config.lag_memory and config.lag_memory <= config.lag_memory_gap:
+        raise InputError(
+            f"--lag-memory {config.lag_memory} must exceed --lag-memory-gap "
+            f"{config.lag_memory_gap}")
     for name in ("smoothing", "trigger", "release", "epochs"):
         if getattr(config, name) < 1:
             raise InputError(f"--{name} must be at least 1")

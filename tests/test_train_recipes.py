@@ -146,4 +146,4 @@ def test_a_schema_1_manifest_still_loads() -> None:
     }
     parsed = parse_manifest(json.dumps(manifest).encode())
     assert parsed.decision.cooldown_windows == 0 and parsed.scorers[0].likelihood is None
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3

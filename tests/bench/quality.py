@@ -79,6 +79,7 @@ SKAB_VARIANTS: dict[str, dict[str, Any]] = {
 }
 NAB_VARIANTS: dict[str, dict[str, Any]] = {
     "as fitted": {},
+    "without the device memory": {"no_memory": True},
     "+ lstm_ae member (max)": {"members": ["lag_distance_8", "lag_distance_4", "lstm_ae"]},
     "+ lstm_ae with likelihood": {
         "members": ["lag_distance_8", "lag_distance_4", "lstm_ae"], "lstm_likelihood": True},
@@ -109,6 +110,8 @@ def _variant_engine(bundle_dir: Path, changes: dict[str, Any], csv: Path,
         scorers = [s.model_copy(update={"threshold": s.threshold.model_copy(update={
             "value": s.threshold.value * changes["threshold_scale"]})})
             if s.name in members else s for s in scorers]
+    if changes.get("no_memory"):  # the lag distances without the device's memory
+        scorers = [s.model_copy(update={"memory": None}) for s in scorers]
     if changes.get("lstm_likelihood"):
         step = next(s.likelihood for s in scorers if s.likelihood is not None)
         scorers = [s.model_copy(update={"likelihood": step, "threshold": next(

@@ -1,0 +1,78 @@
+"""Recent-pattern memory: how far a window's lag vector is from what this device itself saw
+lately. Stateful, one `LagMemory` per device and scorer.
+
+The distance model compares a lag vector with the centroids of the training stretch only, so
+a regime the device settles into after training (a new load level, a recurring burst) stays
+"far" for ever and keeps raising alerts. The memory keeps the device's own last `size` lag
+vectors; window g is compared with those of windows g-size .. g-gap (the `gap` most recent
+ones overlap the current window and would match it trivially), and the scorer's raw score
+becomes min(distance to the centroids, distance to the k-th nearest remembered vector). Taking
+the k-th nearest (not the nearest) keeps a single past anomaly from excusing its repeat: a
+pattern is "known" once the device saw it about k times.
+
+Batch-invariant: window g sees exactly the vectors of windows g-size .. g-gap whatever the
+batch split, and each distance is computed from the same two float64 vectors, so a replay
+batch yields the scores of the live path to the bit.
+
+Examples:
+    >>> from edge.bundle import MemorySpec
+    >>> memory = LagMemory(MemorySpec(lags=1, size=100, gap=2, k=1))
+    >>> vectors = np.array([[0.0], [5.0], [0.1], [5.1], [0.0]])
+    >>> memory.distances(vectors).round(2).tolist()   # window 2 sees window 0, 3 sees 0-1...
+    [inf, inf, 0.1, 0.1, 0.0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.bundle import MemorySpec
+
+FloatArray = npt.NDArray[np.float64]
+BLOCK = 64  # windows per distance block: BLOCK x (size + BLOCK) x features float64 in memory
+
+
+class LagMemory:
+    """The memory of one scorer on one device: its last `size` lag vectors."""
+
+    def __init__(self, spec: MemorySpec) -> None:
+        self.spec = spec
+        self._vectors: FloatArray | None = None  # (size, features), window g at g % size
+        self.count = 0  # windows seen
+
+    def distances(self, vectors: FloatArray) -> FloatArray:
+        """For each lag vector of a batch (in stream order), the distance to the k-th nearest
+        vector of windows g-size .. g-gap (inf while fewer than k are held); the memory then
+        holds the batch too."""
+        vectors = np.asarray(vectors, dtype=np.float64)
+        if vectors.ndim != 2:
+            raise ValueError(f"lag vectors must be 2-D, got shape {vectors.shape}")
+        if self._vectors is None:
+            self._vectors = np.zeros((self.spec.size, vectors.shape[1]))
+        out = np.empty(len(vectors))
+        for start in range(0, len(vectors), BLOCK):
+            block = vectors[start : start + BLOCK]
+            out[start : start + len(block)] = self._block(block)
+        return out
+
+    def _block(self, block: FloatArray) -> FloatArray:
+        assert self._vectors is not None
+        size, gap, k = self.spec.size, self.spec.gap, self.spec.k
+        n, m = self.count, len(block)
+        # candidates: the held windows n-size .. n-1 (oldest first), then the block itself
+        first_held = max(0, n - size)
+        held_ids = np.arange(first_held, n)
+        candidates = np.concatenate([self._vectors[held_ids % size], block])
+        ids = np.concatenate([held_ids, n + np.arange(m)])
+        g = n + np.arange(m)
+        usable = (ids[None, :] <= g[:, None] - gap) & (ids[None, :] >= g[:, None] - size)
+        d2 = np.square(block[:, None, :] - candidates[None, :, :]).sum(axis=2)
+        d2 = np.where(usable, d2, np.inf)
+        enough = d2.shape[1] >= k
+        kth = np.partition(d2, k - 1, axis=1)[:, k - 1] if enough else np.full(m, np.inf)
+        # keep the block's vectors (the last `size` of them if the block is longer)
+        keep = slice(max(0, m - size), m)
+        self._vectors[g[keep] % size] = block[keep]
+        self.count = n + m
+        return np.asarray(np.sqrt(kth))

@@ -1,0 +1,152 @@
+"""The device's recent-pattern memory against a plain reference, its batch invariance, what k
+means, and its place in the pipeline (per device, a repeated fault alerting less)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.bundle import MemorySpec
+from edge.memory import LagMemory
+
+
+def reference(vectors: np.ndarray, spec: MemorySpec) -> np.ndarray:
+    """The definition, window by window: k-th nearest of windows g-size .. g-gap."""
+    out = np.full(len(vectors), np.inf)
+    for g in range(len(vectors)):
+        seen = vectors[max(0, g - spec.size) : max(0, g - spec.gap + 1)]
+        if len(seen) >= spec.k:
+            d = np.sqrt(np.square(seen - vectors[g]).sum(axis=1))
+            out[g] = np.sort(d)[spec.k - 1]
+    return out
+
+
+def walk(n: int, width: int = 3, seed: int = 0) -> np.ndarray:
+    return np.cumsum(np.random.default_rng(seed).normal(size=(n, width)), axis=0) * 0.1
+
+
+def test_matches_the_reference() -> None:
+    spec = MemorySpec(lags=1, size=150, gap=7, k=3)
+    vectors = walk(500)
+    got = LagMemory(spec).distances(vectors)
+    want = reference(vectors, spec)
+    assert np.isinf(got[: spec.gap + spec.k - 1]).all()
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("size", [40, 300])  # smaller and larger than a batch block
+def test_any_batch_split_gives_the_same_bits(size: int) -> None:
+    spec = MemorySpec(lags=1, size=size, gap=5, k=2)
+    vectors = walk(700, seed=1)
+    whole = LagMemory(spec).distances(vectors)
+    ones = LagMemory(spec)
+    one_by_one = np.concatenate([ones.distances(vectors[i : i + 1]) for i in range(700)])
+    assert np.array_equal(whole, one_by_one)
+    cuts = np.sort(np.random.default_rng(2).choice(np.arange(1, 700), 20, replace=False))
+    parts = LagMemory(spec)
+    split = np.concatenate([parts.distances(p) for p in np.split(vectors, cuts)])
+    assert np.array_equal(whole, split)
+    assert parts.count == 700 and parts._vectors is not None and len(parts._vectors) == size
+
+
+def test_a_pattern_is_known_once_seen_k_times() -> None:
+    quiet = np.zeros((60, 2))
+    burst = np.array([[4.0, -4.0]])
+    stream = np.vstack([quiet, burst, quiet, burst, quiet, burst])
+    got = LagMemory(MemorySpec(lags=1, size=1000, gap=10, k=2)).distances(stream)
+    first, second, third = 60, 121, 182
+    assert got[first] > 5 and got[second] > 5  # seen 0 times, then once: still far
+    assert got[third] == 0.0  # seen twice: known
+    assert np.all(got[70:120] == 0.0)  # the quiet rows are known
+
+
+def test_spec_bounds() -> None:
+    with pytest.raises(ValueError, match="gap"):
+        MemorySpec(lags=4, size=10, gap=10, k=1)
+    with pytest.raises(ValueError):
+        MemorySpec(lags=4, size=10**7, gap=1, k=1)
+
+
+# -- in the pipeline ------------------------------------------------------------------------
+
+
+def with_memory(source: Path, target: Path, memory: MemorySpec | None) -> Path:
+    """The agent fixture bundle with `euclidean` (raw, the only member) given `memory`."""
+    from edge.bundle import Ensemble, load_bundle, write_manifest
+
+    shutil.copytree(source, target)
+    m = load_bundle(target).manifest
+    scorers = [s.model_copy(update={"memory": memory}) if s.name == "euclidean" else s
+               for s in m.scorers]
+    write_manifest(target, m.model_copy(update={
+        "scorers": scorers, "ensemble": Ensemble(rule="max", members=["euclidean"])}))
+    return target
+
+
+def test_a_repeated_fault_scores_lower_with_the_memory(agent_bundle: Path, tmp_path: Path
+                                                       ) -> None:
+    from edge.bundle import load_bundle
+    from edge.replay import replay_table
+    from edge.table import read_table
+    from tests.agent_fixtures import synthetic_csv
+
+    lags = load_bundle(agent_bundle).manifest.distance.lags  # type: ignore[union-attr]
+    spec = MemorySpec(lags=lags, size=600, gap=20, k=2)
+    remembering = with_memory(agent_bundle, tmp_path / "memory", spec)
+    frozen = with_memory(agent_bundle, tmp_path / "frozen", None)
+    csv = synthetic_csv(tmp_path / "d.csv", 1200, seed=3, fault=(400, 440, 2))
+    table = read_table(csv)
+    values = table.values.copy()
+    for start in (600, 800, 1000):  # the same fault again, three times
+        values[start : start + 40] = values[400:440]
+    table = type(table)(**{**table.__dict__, "values": values})
+    a = replay_table(remembering, table)
+    b = replay_table(frozen, table)
+    small = replay_table(remembering, table, batch_rows=5)
+    ra, rb = a.scorers["euclidean"], b.scorers["euclidean"]
+    assert np.array_equal(ra, small.scorers["euclidean"], equal_nan=True)
+    # the first time the fault is new (real normal vectors lie a little nearer than centroids)
+    assert np.nanmax(ra[400:440]) > 0.8 * np.nanmax(rb[400:440])
+    # its third repeat is known: about as far as the normal rows are
+    assert np.nanmax(ra[1000:1040]) < 0.4 * np.nanmax(rb[1000:1040])
+    assert np.all(ra[~np.isnan(ra)] <= rb[~np.isnan(ra)] + 1e-9)
+
+
+def test_each_device_keeps_its_own_memory(agent_bundle: Path, tmp_path: Path) -> None:
+    from edge.bundle import load_bundle
+    from edge.engine import ScoringEngine
+    from edge.pipeline import Gateway
+    from edge.readings import Reading
+    from tests.agent_fixtures import channel_names, normal_rows
+
+    lags = load_bundle(agent_bundle).manifest.distance.lags  # type: ignore[union-attr]
+    bundle = with_memory(agent_bundle, tmp_path / "b",
+                         MemorySpec(lags=lags, size=100, gap=5, k=1))
+    gateway = Gateway(ScoringEngine(load_bundle(bundle)))
+    names = channel_names()
+    for i, row in enumerate(normal_rows(60, seed=5)):
+        gateway.process(Reading("a", 1000.0 + i, dict(zip(names, row.tolist(), strict=True))))
+    assert gateway.pipelines["a"].state.memories["euclidean"][1].count == 60 - 15
+
+
+def test_memory_lags_cannot_exceed_the_distance_inputs(agent_bundle: Path) -> None:
+    from edge.bundle import load_bundle
+
+    m = load_bundle(agent_bundle).manifest
+    assert m.distance is not None
+    too_long = MemorySpec(lags=m.distance.lags + 1, size=100, gap=5, k=1)
+    scorers = [s.model_copy(update={"memory": too_long}) if s.name == "euclidean" else s
+               for s in m.scorers]
+    with pytest.raises(ValueError, match="memory"):
+        type(m).model_validate({**m.model_dump(), "scorers": [s.model_dump() for s in scorers]})
+
+
+def test_docstring_example() -> None:
+    import doctest
+
+    import edge.memory
+
+    assert doctest.testmod(edge.memory).failed == 0

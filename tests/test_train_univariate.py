@@ -1,0 +1,77 @@
+"""The univariate recipe end to end: fit one channel, replay it with the device code. The lag
+distances carry the device's memory, so a burst that keeps recurring after training stops
+alerting, while a one-off fault still does. Synthetic data made here with numpy."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.bundle import SCHEMA_VERSION, load_bundle
+from edge.engine import ScoringEngine
+from edge.replay import replay_table
+from edge.table import read_table
+from export.config import FitConfig
+from export.evaluate import alert_starts
+from export.fit import fit_bundle
+
+pytestmark = pytest.mark.slow
+
+N_ROWS, TRAIN = 3000, 600
+SPIKE = 1000  # a one-off fault
+BURSTS = range(1400, N_ROWS, 90)  # a new pattern that recurs every 90 rows from here on
+
+
+def series_csv(path: Path) -> Path:
+    rng = np.random.default_rng(7)
+    t = np.arange(N_ROWS)
+    value = 20 + 5 * np.sin(2 * np.pi * t / 144) + rng.normal(0, 0.4, N_ROWS)
+    value[SPIKE : SPIKE + 3] += 12.0
+    for start in BURSTS:
+        value[start : start + 4] += np.array([6.0, -6.0, 6.0, -6.0])
+    stamps = np.datetime64("2024-05-01T00:00:00") + (t * 60).astype("timedelta64[s]")
+    lines = [f"{s}Z,{v:.4f}" for s, v in zip(stamps, value, strict=True)]
+    path.write_text("timestamp,value\n" + "\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def univariate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("univariate")
+    csv = series_csv(root / "metric.csv")
+    config = dataclasses.replace(FitConfig(), rows=f":{TRAIN}", epochs=2, units=8,
+                                 report=False, force=True)
+    fit_bundle(csv, root / "bundle", config)
+    return csv, root / "bundle"
+
+
+def test_the_recipe_writes_a_memory_on_each_lag_distance(univariate: tuple[Path, Path]
+                                                         ) -> None:
+    m = load_bundle(univariate[1]).manifest
+    assert m.schema_version == SCHEMA_VERSION == 3
+    lag = {s.name: s for s in m.scorers if s.name.startswith("lag_distance_")}
+    assert sorted(lag) == ["lag_distance_4", "lag_distance_8"]
+    for name, scorer in lag.items():
+        assert scorer.memory is not None and scorer.likelihood is not None
+        assert (scorer.memory.lags, scorer.memory.size) == (int(name.rsplit("_", 1)[1]), 3000)
+    assert all(s.memory is None for s in m.scorers if s.name not in lag)
+
+
+def test_recurring_bursts_stop_alerting_and_a_one_off_fault_still_does(
+        univariate: tuple[Path, Path]) -> None:
+    csv, bundle_dir = univariate
+    table = read_table(csv)
+    bundle = load_bundle(bundle_dir)
+    frozen = dataclasses.replace(bundle, manifest=bundle.manifest.model_copy(update={
+        "scorers": [s.model_copy(update={"memory": None}) for s in bundle.manifest.scorers]}))
+    remembering = alert_starts(replay_table(ScoringEngine(bundle), table))
+    forgetting = alert_starts(replay_table(ScoringEngine(frozen), table))
+    for starts in (remembering, forgetting):
+        assert starts[SPIKE : SPIKE + 30].any()  # the one-off fault
+    late = slice(BURSTS[0] + 900, N_ROWS)  # after ten bursts
+    assert forgetting[late].sum() >= 3  # the frozen model keeps alerting on them
+    assert remembering[late].sum() == 0  # the device has learned them
+    assert remembering[TRAIN:].sum() < forgetting[TRAIN:].sum()
