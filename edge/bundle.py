@@ -91,10 +91,10 @@ class LikelihoodSpec(_Strict):
 
     short: int = Field(20, ge=1, description="windows in the recent mean of log scores")
     history: int = Field(
-        8640, ge=2, le=100_000,
+        20000, ge=2, le=100_000,
         description="windows of log-score history behind the mean and deviation")
     min_history: int = Field(
-        300, ge=1, description="the likelihood is 0 until this many windows were scored")
+        150, ge=1, description="the likelihood is 0 until this many windows were scored")
     floor: float = Field(1e-6, gt=0, description="raw scores are floored at this before the log")
     min_variance: float = Field(
         1e-4, gt=0, description="floor of the history's variance of log scores")

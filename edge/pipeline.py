@@ -221,8 +221,8 @@ def _same_shape(old: ScoringEngine, new: ScoringEngine) -> bool:
 
 
 def _same_steps(old: ScoringEngine, new: ScoringEngine) -> bool:
-    """A device's likelihood histories stay valid only for the same raw scores: the same
-    scorers with the same steps, computed by the same model files."""
+    """A device's memories and likelihood histories stay valid only for the same raw scores:
+    the same scorers with the same steps, computed by the same model files."""
     a, b = old.manifest, new.manifest
     return a.scorers == b.scorers and a.files == b.files
 
@@ -283,8 +283,8 @@ class Gateway:
     def swap_engine(self, engine: ScoringEngine, decision: Decision | None = None
                     ) -> list[AlertEvent]:
         """Hot reload. Windows are kept when channels, window length and preprocessing match;
-        otherwise each device ends its open alert (`reload`) and warms up again. Likelihood
-        histories are kept only when the scorers and model files are the same."""
+        otherwise each device ends its open alert (`reload`) and warms up again. Memories and
+        likelihood histories are kept only when the scorers and model files are the same."""
         keep = _same_shape(self.engine, engine)
         same_steps = _same_steps(self.engine, engine)
         self.engine = engine

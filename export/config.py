@@ -420,11 +420,11 @@ class FitConfig:
         metadata=_meta("likelihood: windows in the recent mean of log scores", "thresholds"),
     )
     likelihood_history: int = field(
-        default=8640,
+        default=20000,
         metadata=_meta("likelihood: windows of log-score history kept per device", "thresholds"),
     )
     likelihood_min_history: int = field(
-        default=300,
+        default=150,
         metadata=_meta("likelihood: 0 until the device scored this many windows", "thresholds"),
     )
     # ensemble and decision

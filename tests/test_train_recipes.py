@@ -112,7 +112,7 @@ def test_recipes_by_channel_count_and_explicit_options_win() -> None:
     assert (uni.recipe, uni.distance_model, uni.lags) == ("univariate", "lag_kmeans", 8)
     assert uni.ensemble_members == ("lag_distance_8", "lag_distance_4")
     assert uni.likelihood_scorers == uni.ensemble_members
-    assert (uni.trigger, uni.release, uni.cooldown_windows) == (1, 1, 100)
+    assert (uni.trigger, uni.release, uni.cooldown_windows) == (1, 1, 150)
     forced = resolve(FitConfig(recipe="univariate", smoothing=3), 8)
     assert forced.distance_model == "lag_kmeans" and forced.smoothing == 3
     old = resolve(FitConfig(distance_model="pca_kmeans"), 1)
