@@ -98,7 +98,8 @@ def secure() -> Iterator[SecureBroker]:
     tls = f"cafile {pki.ca}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\n"
     listener = (f"listener {port} 127.0.0.1\n{tls}"
                 f"listener {mtls_port} 127.0.0.1\n{tls}require_certificate true\n"
-                f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n")
+                f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n"
+                "set_tcp_nodelay true\n")
     with Broker(port=port, listener=listener) as broker:
         yield SecureBroker(broker, mtls_port, pki)
 
