@@ -39,6 +39,7 @@ class LagMemory:
     def __init__(self, spec: MemorySpec) -> None:
         self.spec = spec
         self._vectors: FloatArray | None = None  # (size, features), window g at g % size
+        self._ids = np.full(spec.size, -1, dtype=np.int64)  # window held by each slot, -1: none
         self.count = 0  # windows seen
 
     def distances(self, vectors: FloatArray) -> FloatArray:
@@ -60,19 +61,19 @@ class LagMemory:
         assert self._vectors is not None
         size, gap, k = self.spec.size, self.spec.gap, self.spec.k
         n, m = self.count, len(block)
-        # candidates: the held windows n-size .. n-1 (oldest first), then the block itself
-        first_held = max(0, n - size)
-        held_ids = np.arange(first_held, n)
-        candidates = np.concatenate([self._vectors[held_ids % size], block])
-        ids = np.concatenate([held_ids, n + np.arange(m)])
-        g = n + np.arange(m)
-        usable = (ids[None, :] <= g[:, None] - gap) & (ids[None, :] >= g[:, None] - size)
-        d2 = np.square(block[:, None, :] - candidates[None, :, :]).sum(axis=2)
-        d2 = np.where(usable, d2, np.inf)
-        enough = d2.shape[1] >= k
-        kth = np.partition(d2, k - 1, axis=1)[:, k - 1] if enough else np.full(m, np.inf)
+        g = n + np.arange(m)[:, None]  # the block's window ids, as a column
+        # squared distances to every held slot and to the block's own earlier windows, each
+        # pair computed elementwise (no matrix product) so that any batch split gives the bits
+        to_held = np.square(block[:, None, :] - self._vectors[None, :, :]).sum(axis=2)
+        to_block = np.square(block[:, None, :] - block[None, :, :]).sum(axis=2)
+        held, own = self._ids[None, :], n + np.arange(m)[None, :]
+        d2 = np.concatenate([
+            np.where((held >= 0) & (held >= g - size) & (held <= g - gap), to_held, np.inf),
+            np.where((own >= g - size) & (own <= g - gap), to_block, np.inf)], axis=1)
+        kth = np.partition(d2, k - 1, axis=1)[:, k - 1]
         # keep the block's vectors (the last `size` of them if the block is longer)
-        keep = slice(max(0, m - size), m)
-        self._vectors[g[keep] % size] = block[keep]
+        keep = np.arange(max(0, m - size), m)
+        self._vectors[(n + keep) % size] = block[keep]
+        self._ids[(n + keep) % size] = n + keep
         self.count = n + m
         return np.asarray(np.sqrt(kth))
