@@ -38,7 +38,8 @@ explicitly is kept. Every figure below is measured with the real pipeline (`fit_
 The int8 LSTM autoencoder is in every bundle, scored and reported, and its per-channel errors
 attribute an alert to channels. It is no ensemble member by default: as a member (max) it
 costs SKAB F1 0.851 -> 0.791 (FAR 8.5% -> 46.1%, the level drift after faults) and NAB
-62.1 -> 34.6 (55.3 through its own likelihood step). Alone it scores F1 0.778 int8 and 0.779
+66.2 -> 38.7 (57.6 through its own likelihood step; measured with the memory, before the
+likelihood history and cooldown changes). Alone it scores F1 0.778 int8 and 0.779
 float on SKAB through the same decision path.
 """
 
