@@ -533,7 +533,7 @@ class FitConfig:
     )
     max_onnx_rel_diff: float = field(
         default=1e-4,
-        metadata=_meta("fail if ONNX and scikit-learn distances differ more (relative)", "checks"),
+        metadata=_meta("fail if ONNX and its float64 reference differ more (relative)", "checks"),
     )
     convert_timeout_s: float = field(
         default=900.0, metadata=_meta("time limit of the TFLite conversion subprocess", "checks")

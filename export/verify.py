@@ -1,4 +1,4 @@
-"""Checks of a freshly built bundle: ONNX vs scikit-learn, int8 vs float, int8 tensors, latency.
+"""Checks of a freshly built bundle: ONNX vs float64 reference, int8 vs float, int8 tensors, speed.
 
 Every check runs the device's own code (`edge.bundle.load_bundle`, `edge.engine.ScoringEngine`,
 the runtimes in `edge.runtimes`) against the workstation references (scikit-learn/numpy in

@@ -4,6 +4,7 @@
     python -m tests.bench.quality skab            # SKAB valve1: before / after / variants
     python -m tests.bench.quality nab             # NAB (35 files): before / after / variants
     python -m tests.bench.quality all --workers 2 --out /tmp/quality
+    python -m tests.bench.quality nab --configs after --sweep   # one knob at a time
 
 SKAB (leaderboard protocol): per file, fit on rows :400, replay the whole file, the agent's
 decision (an alert open) on the rows after 400 against `anomaly`; counts pooled over files.
@@ -112,6 +113,15 @@ def _variant_engine(bundle_dir: Path, changes: dict[str, Any], csv: Path,
             if s.name in members else s for s in scorers]
     if changes.get("no_memory"):  # the lag distances without the device's memory
         scorers = [s.model_copy(update={"memory": None}) for s in scorers]
+    if "memory" in changes:  # the memory's size, gap or k
+        scorers = [s.model_copy(update={"memory": s.memory.model_copy(update=changes["memory"])})
+                   if s.memory is not None else s for s in scorers]
+    if "likelihood" in changes:  # the likelihood step's short, history or min_history
+        scorers = [s.model_copy(update={"likelihood": s.likelihood.model_copy(
+            update=changes["likelihood"])}) if s.likelihood is not None else s for s in scorers]
+    if "z" in changes:  # the threshold on the likelihood's z
+        scorers = [s.model_copy(update={"threshold": s.threshold.model_copy(update={
+            "value": changes["z"]})}) if s.likelihood is not None else s for s in scorers]
     if changes.get("lstm_likelihood"):
         step = next(s.likelihood for s in scorers if s.likelihood is not None)
         scorers = [s.model_copy(update={"likelihood": step, "threshold": next(
@@ -215,6 +225,27 @@ def decision_grid(base: dict[str, Any]) -> dict[str, dict[str, Any]]:
                     **base, "threshold_scale": margin / 1.2,
                     "decision": {"smoothing": smoothing, "release": release,
                                  "release_level": level, "trigger": 1}}
+    return out
+
+
+def nab_grid(base: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Memory, likelihood and decision variants around the univariate recipe (each one knob
+    away from it, as in `export/recipes.py`), replayed on the same bundles."""
+    out: dict[str, dict[str, Any]] = {"as fitted": base, "without the device memory": {
+        **base, "no_memory": True}}
+    for size, gap, k in ((2000, 50, 2), (4000, 50, 2), (3000, 35, 2), (3000, 75, 2),
+                         (3000, 50, 1), (3000, 50, 3)):
+        out[f"memory {size}/{gap}/k{k}"] = {**base, "memory": {"size": size, "gap": gap, "k": k}}
+    for history, min_history in ((8640, 300), (8640, 150), (20000, 300)):
+        out[f"likelihood history {history} from {min_history}"] = {
+            **base, "likelihood": {"history": history, "min_history": min_history}}
+    for short in (15, 25):
+        out[f"likelihood short {short}"] = {**base, "likelihood": {"short": short}}
+    for z in (1.7, 1.8):
+        out[f"z {z}"] = {**base, "z": z}
+    for cooldown in (100, 200):
+        out[f"cooldown {cooldown}"] = {**base, "decision": {"cooldown_windows": cooldown}}
+    out["release under 0.8"] = {**base, "decision": {"release_level": 0.8}}
     return out
 
 
@@ -338,8 +369,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep a bundle already in --out whose recipe matches (re-run the "
                              "tables without refitting)")
     parser.add_argument("--sweep", action="store_true",
-                        help="SKAB: replay a grid of decision variants instead of the default "
-                             "ones (prints the best with FAR <= 10%%)")
+                        help="replay a grid of variants instead of the default ones (SKAB: "
+                             "decision and margin, prints the best with FAR <= 10%%; NAB: "
+                             "memory, likelihood and decision, one knob at a time)")
     args = parser.parse_args(argv)
     if args.reuse:
         os.environ["EDGE_QUALITY_REUSE"] = "1"  # for the spawned workers
@@ -372,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         names = [f.name for f in load_nab_corpus(DATA / "nab")]
         names = names[: args.files] if args.files else names
         say(f"NAB: {len(names)} files, configs {', '.join(configs)}")
-        tasks = [(nab_file, (n, args.out / "nab", configs, NAB_VARIANTS, args.epochs))
+        nab_variants = nab_grid({}) if args.sweep else NAB_VARIANTS
+        tasks = [(nab_file, (n, args.out / "nab", configs, nab_variants, args.epochs))
                  for n in names]
         nab = nab_table(_run(tasks, args.workers, say))
         print_nab(nab, say)
