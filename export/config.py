@@ -238,11 +238,12 @@ class FitConfig:
         ),
     )
     twin_features: bool = field(
-        default=True,
+        default=False,
         metadata=_meta(
             "window_features: each member of a twin group (co-located sensors named like "
             "o3_1, o3_2, o3_3 whose training values correlate) adds its deviation from its "
-            "twins' mean as a feature (data without such names is unaffected)",
+            "twins' mean as a feature (off by default: more faults caught, more false alarms; "
+            "see export/recipes.py)",
             "models",
         ),
     )

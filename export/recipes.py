@@ -17,13 +17,15 @@ explicitly is kept. Every figure below is measured with the real pipeline (`fit_
   feature had a variance 1e5 times the others and Ledoit-Wolf's shrinkage target all but
   muted the other features; standardising the features (or the trainer's sd fallback for a
   degenerate IQR) gives 0.81-0.86 whatever the estimator.
-  Twin features (on by default; SKAB has no twin names, so its figures are unchanged): on
+  Twin features (`--twin-features`, off by default) trade false alarms for faults caught: on
   simulated air-quality pods (`tests/bench/experiments/airpod_thresholds.py`, 4 pods, 2
   streamed days each, 28 value faults) they catch 19 of 28 faults with 4 false alarms, against
   13 with none without them; by type, twin_disagree 4/4 (2/4 without), drift 3/4 (1/4),
-  slope_change 2/4 (1/4), level_shift 3/4 (2/4), stuck 1/4 (0/4), noise_burst 3/4 (4/4).
-  Lower margins catch more at a growing cost (1.0: 22 with 5 false alarms; 0.9: 26 with 7;
-  0.8: 28 with 17); 1.2 stays, the margin SKAB was measured with.
+  slope_change 2/4 (1/4), level_shift 3/4 (2/4), stuck 1/4 (0/4), noise_burst 3/4 (4/4). On
+  the `make demo` pod they catch the same 3 of 7 and add 2 false alarms. Lower margins catch
+  more at a growing cost (with twins, 1.0: 22 of 28 with 5 false alarms; 0.9: 26 with 7; 0.8:
+  28 with 17; without, 1.0: 17 with 3). SKAB has no twin names, so its figures are the same
+  either way.
 - univariate (1 channel): `lag_kmeans`: distances of the last 8 and the last 4 scaled values
   (median, IQR/1.349 but at least 0.5 sd, no transform) to the nearest of 16 KMeans
   centroids, or to the device's own recent lag vectors where those are nearer (its memory:

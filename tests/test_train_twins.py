@@ -56,7 +56,7 @@ def test_a_sensor_leaving_its_twins_scores_high_and_the_graph_matches(tmp_path: 
     x = lagged(test, 8)
     scores = model.scores(x)["window_mahalanobis"]
     without = fit_window_features(
-        lagged(rows[:600], 8), 8, rows[:600], FitConfig(slow_ratio=0.0, twin_features=False), NAMES)
+        lagged(rows[:600], 8), 8, rows[:600], FitConfig(slow_ratio=0.0), NAMES)
     plain = without.scores(x)["window_mahalanobis"]
     # only the twin residual sees a level change when every level is left out
     assert scores[200:].mean() > 3 * scores[:100].mean()
