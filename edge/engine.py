@@ -102,9 +102,10 @@ class ScoringEngine:
             flat = np.clip(flat, -self.clip, self.clip)
         return np.asarray(flat, dtype=np.float64)
 
-    def distances(self, windows: FloatArray) -> dict[str, FloatArray]:
+    def distances(self, vectors: FloatArray) -> dict[str, FloatArray]:
+        """The ONNX distance model's outputs for its input rows (`lag_vectors`)."""
         assert self.onnx is not None
-        outputs = self.onnx.run(self.lag_vectors(windows).astype(np.float32))
+        outputs = self.onnx.run(vectors.astype(np.float32))
         return {k: v.reshape(-1).astype(np.float64) for k, v in outputs.items()}
 
     def iqr_excess(self, rows: FloatArray) -> FloatArray:
@@ -121,8 +122,9 @@ class ScoringEngine:
         channel_error = np.zeros((windows.shape[0], windows.shape[2]))
         iqr_excess = self.iqr_excess(windows[:, -1, :])
         outputs: dict[str, FloatArray] = {}
-        if self.onnx is not None:
-            outputs = self.distances(windows)
+        vectors = self.lag_vectors(windows) if self.onnx is not None else None
+        if vectors is not None:
+            outputs = self.distances(vectors)
         for scorer in self.manifest.scorers:
             if scorer.kind == "lstm_ae":
                 channel_error = self.lstm_errors(windows)
@@ -132,7 +134,6 @@ class ScoringEngine:
             else:
                 raw[scorer.name] = iqr_excess.max(axis=1)
         state = state if state is not None else self.new_state()
-        vectors = self.lag_vectors(windows) if state.memories else None
         stepped = state.apply(raw, vectors)
         normalized = {name: stepped[name] / self._thresholds[name] for name in raw}
         ensemble = combine(self.manifest.ensemble, normalized)
