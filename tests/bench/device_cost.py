@@ -165,6 +165,39 @@ def runtime_costs(bundle_dir: Path, csv: Path, keras_path: Path) -> dict[str, An
     }
 
 
+def memory_cost(bundle_dir: Path, csv: Path, windows: int = 400) -> dict[str, Any]:
+    """Per-window cost of a one-channel bundle's engine with its device memory (full, after
+    as many windows as it holds) against the same engine without the memory, same windows."""
+    import dataclasses
+
+    from edge.bundle import load_bundle
+    from edge.engine import ScoringEngine
+    from edge.preprocess import scale_rows
+    from edge.table import read_table
+    from export.prepare import windows_at
+
+    bundle = load_bundle(bundle_dir)
+    m = bundle.manifest
+    held = max((s.memory.size for s in m.scorers if s.memory is not None), default=0)
+    table = read_table(csv, channels=m.channels)
+    scaled = np.nan_to_num(scale_rows(table.values, m.preprocess))
+    length = m.window.length
+    ends = np.arange(length - 1, min(len(scaled), length - 1 + held + windows), dtype=np.int64)
+    all_windows = windows_at(scaled, ends, length)
+    warm, timed = all_windows[:-windows], all_windows[-windows:]
+    frozen = dataclasses.replace(bundle, manifest=m.model_copy(update={"scorers": [
+        s.model_copy(update={"memory": None}) for s in m.scorers]}))
+    out: dict[str, Any] = {"file": csv.name, "memory_size": held, "windows": len(timed)}
+    for name, variant in (("with_memory", bundle), ("without_memory", frozen)):
+        engine = ScoringEngine(variant, threads=1)
+        state = engine.new_state()
+        engine.score_windows(warm, state)  # fills the memory (and the likelihood history)
+        out[name] = time_each(lambda i, e=engine, st=state: e.score_windows(timed[i:i + 1], st),
+                              len(timed))
+    out["ratio_p50"] = round(out["with_memory"]["p50_ms"] / out["without_memory"]["p50_ms"], 2)
+    return out
+
+
 def pipeline_cost(bundle: Any, raw: FloatArray, channels: list[str]) -> dict[str, Any]:
     """CPU per live reading in the agent's code path without MQTT: JSON payload ->
     `decode_counted` -> `Gateway.process` (window, score, decide), one reading at a time."""

@@ -51,7 +51,8 @@ def fit_and_replay(name: str, csv: Path, probation: int, work: Path) -> dict[str
     table = read_table(csv, channels=fit.manifest.channels)
     result = replay_table(fit.out_dir, table)
     return {
-        "file": name, "rows": len(table), "fit_s": fit_s, "fit_cpu_s": fit_cpu,
+        "file": name, "bundle": str(out), "rows": len(table), "fit_s": fit_s,
+        "fit_cpu_s": fit_cpu,
         "replay_s": result.elapsed_s,
         "stages": fit.stage_seconds,
         "starts": alert_starts(result), "score": np.nan_to_num(result.score),

@@ -99,6 +99,13 @@ def device_section(device: dict[str, Any]) -> list[str]:
                   f" MB at ready, {agent['rss_first_window_mb_median']:.0f} MB after the first "
                   f"window, {agent['steady']['rss_kb'] / 1024:.0f} MB after "
                   f"{agent['steady']['readings']} readings.", ""]
+    memory = device.get("memory")
+    if memory:
+        lines += [f"One-channel engine (`{memory['file']}`'s bundle, its memory full with "
+                  f"{memory['memory_size']} lag vectors), one window at a time over "
+                  f"{memory['windows']} windows: p50 {memory['with_memory']['p50_ms']:.3f} ms "
+                  f"with the device memory, {memory['without_memory']['p50_ms']:.3f} ms "
+                  f"without ({memory['ratio_p50']}x).", ""]
     if device.get("nab_replay_rows_per_s"):
         lines += [f"NAB replays (one channel, while the other worker was fitting): "
                   f"{device['nab_replay_rows_per_s']:,.0f} rows/s over "

@@ -40,6 +40,7 @@ from tests.bench.harness import (
 from tests.bench.results_md import render
 
 SECTIONS = ("skab", "nab", "device", "e2e")
+MEMORY_FILE = "realKnownCause/nyc_taxi.csv"  # a one-channel bundle with the device memory
 
 
 def missing_data(root: Path, sections: Sequence[str]) -> list[str]:
@@ -186,6 +187,8 @@ class Run:
             if kind == "nab" and len(done["nab"]) == totals["nab"]:
                 self.timings["nab (fits in parallel with the rest)"] = self.say.elapsed
                 self.results["nab"] = nab_corpus.summarise(nab_files, done["nab"])
+                self.results["nab_bundles"] = {r["file"]: r["bundle"] for r in done["nab"]
+                                               if "bundle" in r}
                 n = self.results["nab"]
                 self.say(f"nab: {n['files']} files scored; standard profile "
                          f"{n['scores'][nab_corpus.OURS]['standard']:.1f} (ours), "
@@ -221,6 +224,10 @@ class Run:
         agent = device_cost.agent_process_costs(bundle, csv, self.work / "agent")
         device = self.results.setdefault("device", {})
         device["agent"] = agent
+        nab_bundles = self.results.get("nab_bundles", {})
+        if MEMORY_FILE in nab_bundles:
+            device["memory"] = device_cost.memory_cost(
+                Path(nab_bundles[MEMORY_FILE]), self.root / "nab" / "data" / MEMORY_FILE)
         nab = self.results.get("nab")
         if nab and nab["replay_seconds"] > 0:
             device["nab_replay_rows"] = nab["replay_rows"]
