@@ -39,7 +39,6 @@ class LagMemory:
     def __init__(self, spec: MemorySpec) -> None:
         self.spec = spec
         self._vectors: FloatArray | None = None  # (size, features), window g at g % size
-        self._ids = np.full(spec.size, -1, dtype=np.int64)  # window held by each slot, -1: none
         self.count = 0  # windows seen
 
     def distances(self, vectors: FloatArray) -> FloatArray:
@@ -66,7 +65,10 @@ class LagMemory:
         # pair computed elementwise (no matrix product) so that any batch split gives the bits
         to_held = np.square(block[:, None, :] - self._vectors[None, :, :]).sum(axis=2)
         to_block = np.square(block[:, None, :] - block[None, :, :]).sum(axis=2)
-        held, own = self._ids[None, :], n + np.arange(m)[None, :]
+        # the window each slot holds: the latest g < n with g % size == slot (-1: none yet)
+        slots = np.arange(size)
+        held = np.where(slots < n, n - 1 - (n - 1 - slots) % size, -1)[None, :]
+        own = n + np.arange(m)[None, :]
         d2 = np.concatenate([
             np.where((held >= 0) & (held >= g - size) & (held <= g - gap), to_held, np.inf),
             np.where((own >= g - size) & (own <= g - gap), to_block, np.inf)], axis=1)
@@ -74,6 +76,5 @@ class LagMemory:
         # keep the block's vectors (the last `size` of them if the block is longer)
         keep = np.arange(max(0, m - size), m)
         self._vectors[(n + keep) % size] = block[keep]
-        self._ids[(n + keep) % size] = n + keep
         self.count = n + m
         return np.asarray(np.sqrt(kth))
