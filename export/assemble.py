@@ -23,7 +23,7 @@ from edge.bundle import (
     checksums,
 )
 from export.config import FitConfig
-from export.lag_kmeans import PREFIX as LAG_PREFIX
+from export.lag_kmeans import scale_of
 from export.prepare import Prepared
 
 PACKAGES = (
@@ -60,9 +60,10 @@ def likelihood_spec(config: FitConfig) -> LikelihoodSpec:
 
 def memory_spec(scorer: str, config: FitConfig) -> MemorySpec | None:
     """The device memory of a lag_kmeans scorer (`lag_distance_<rows>`), if configured."""
-    if not config.lag_memory or not scorer.startswith(LAG_PREFIX):
+    scale = scale_of(scorer)
+    if not config.lag_memory or scale is None:
         return None
-    return MemorySpec(lags=int(scorer.removeprefix(LAG_PREFIX)), size=config.lag_memory,
+    return MemorySpec(lags=scale, size=config.lag_memory,
                       gap=config.lag_memory_gap, k=config.lag_memory_k)
 
 

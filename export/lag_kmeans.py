@@ -34,6 +34,12 @@ def output_name(scale: int) -> str:
     return f"{PREFIX}{scale}"
 
 
+def scale_of(name: str) -> int | None:
+    """The lag scale of a `lag_distance_<n>` scorer, None for any other scorer."""
+    rest = name.removeprefix(PREFIX)
+    return int(rest) if rest != name and rest.isdigit() else None
+
+
 @dataclass
 class LagKmeansModel:
     lags: int
