@@ -90,6 +90,19 @@ NAB_VARIANTS: dict[str, dict[str, Any]] = {
 # ----------------------------------------------------------------------- one bundle, one replay
 
 
+def _with(scorers: list[Any], part: str, changes: Callable[[Any], dict[str, Any]],
+          when: Callable[[Any], bool] = lambda _: True) -> list[Any]:
+    """The scorers with `part` (threshold, memory, likelihood) updated by `changes(part)`
+    where `when(scorer)` holds and the scorer has that part."""
+    out = []
+    for s in scorers:
+        current = getattr(s, part)
+        if current is not None and when(s):
+            s = s.model_copy(update={part: current.model_copy(update=changes(current))})
+        out.append(s)
+    return out
+
+
 def _variant_engine(bundle_dir: Path, changes: dict[str, Any], csv: Path,
                     config: FitConfig) -> Any:
     """A ScoringEngine over the bundle with its manifest changed as `changes` says."""
@@ -108,20 +121,17 @@ def _variant_engine(bundle_dir: Path, changes: dict[str, Any], csv: Path,
     scorers = list(m.scorers)
     if "threshold_scale" in changes:  # the margin of every ensemble member, as a refit would
         members = set(update.get("ensemble", m.ensemble).members)
-        scorers = [s.model_copy(update={"threshold": s.threshold.model_copy(update={
-            "value": s.threshold.value * changes["threshold_scale"]})})
-            if s.name in members else s for s in scorers]
+        scorers = _with(scorers, "threshold", lambda t: {
+            "value": t.value * changes["threshold_scale"]}, lambda s: s.name in members)
     if changes.get("no_memory"):  # the lag distances without the device's memory
         scorers = [s.model_copy(update={"memory": None}) for s in scorers]
     if "memory" in changes:  # the memory's size, gap or k
-        scorers = [s.model_copy(update={"memory": s.memory.model_copy(update=changes["memory"])})
-                   if s.memory is not None else s for s in scorers]
+        scorers = _with(scorers, "memory", lambda _: changes["memory"])
     if "likelihood" in changes:  # the likelihood step's short, history or min_history
-        scorers = [s.model_copy(update={"likelihood": s.likelihood.model_copy(
-            update=changes["likelihood"])}) if s.likelihood is not None else s for s in scorers]
+        scorers = _with(scorers, "likelihood", lambda _: changes["likelihood"])
     if "z" in changes:  # the threshold on the likelihood's z
-        scorers = [s.model_copy(update={"threshold": s.threshold.model_copy(update={
-            "value": changes["z"]})}) if s.likelihood is not None else s for s in scorers]
+        scorers = _with(scorers, "threshold", lambda _: {"value": changes["z"]},
+                        lambda s: s.likelihood is not None)
     if changes.get("lstm_likelihood"):
         step = next(s.likelihood for s in scorers if s.likelihood is not None)
         scorers = [s.model_copy(update={"likelihood": step, "threshold": next(
@@ -130,8 +140,8 @@ def _variant_engine(bundle_dir: Path, changes: dict[str, Any], csv: Path,
     model = None
     if changes.get("float"):
         model, threshold = _float_model(bundle_dir, csv, config)
-        scorers = [s.model_copy(update={"threshold": s.threshold.model_copy(
-            update={"value": threshold})}) if s.name == "lstm_ae" else s for s in scorers]
+        scorers = _with(scorers, "threshold", lambda _: {"value": threshold},
+                        lambda s: s.name == "lstm_ae")
     update["scorers"] = scorers
     manifest = m.model_copy(update=update)
     bundle = dataclasses.replace(bundle, manifest=manifest)
