@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -278,3 +279,13 @@ if __name__ == "__main__":
         print(synthetic_csv(Path(sys.argv[2]), int(sys.argv[3])))
     else:
         sys.exit(__doc__)
+
+
+def bundle_variant(source: Path, target: Path, **update: Any) -> Path:
+    """A copy of the bundle with manifest fields changed (a new, valid bundle)."""
+    from edge.bundle import load_bundle
+
+    shutil.copytree(source, target)
+    manifest = load_bundle(target).manifest
+    write_manifest(target, manifest.model_copy(update=update))
+    return target

@@ -22,15 +22,8 @@ from edge.mqtt_client import MqttConnection, Topics
 from edge.reload import BundleReloader, ReloadResult, identity
 from edge.sinks.events import EventPublisher
 from edge.sources import Payload
+from tests.agent_fixtures import bundle_variant as variant
 from tests.agent_fixtures import channel_names, normal_rows, scales
-
-
-def variant(source: Path, target: Path, **update: Any) -> Path:
-    """A copy of the bundle with manifest fields changed (a new, valid bundle)."""
-    shutil.copytree(source, target)
-    manifest = load_bundle(target).manifest
-    write_manifest(target, manifest.model_copy(update=update))
-    return target
 
 
 def tampered(source: Path, target: Path) -> Path:

@@ -4,7 +4,6 @@ its place in the pipeline (per device, stream order, kept across gaps and same-m
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -83,18 +82,16 @@ def test_spec_bounds() -> None:
 @pytest.fixture(scope="module")
 def likelihood_bundle(agent_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The agent fixture bundle with `euclidean` through a likelihood step (the only member)."""
-    from edge.bundle import Ensemble, Threshold, load_bundle, write_manifest
+    from edge.bundle import Ensemble, Threshold, load_bundle
+    from tests.agent_fixtures import bundle_variant
 
-    target = tmp_path_factory.mktemp("likelihood") / "bundle"
-    shutil.copytree(agent_bundle, target)
-    m = load_bundle(target).manifest
+    m = load_bundle(agent_bundle).manifest
     step = LikelihoodSpec(short=5, history=200, min_history=50)
     scorers = [s.model_copy(update={"likelihood": step,
                                     "threshold": Threshold(value=2.5, method="likelihood")})
                if s.name == "euclidean" else s for s in m.scorers]
-    write_manifest(target, m.model_copy(update={
-        "scorers": scorers, "ensemble": Ensemble(rule="max", members=["euclidean"])}))
-    return target
+    return bundle_variant(agent_bundle, tmp_path_factory.mktemp("likelihood") / "bundle",
+                          scorers=scorers, ensemble=Ensemble(rule="max", members=["euclidean"]))
 
 
 def test_replay_is_the_same_in_any_batch_size(likelihood_bundle: Path, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ means, and its place in the pipeline (per device, a repeated fault alerting less
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -75,15 +74,14 @@ def test_spec_bounds() -> None:
 
 def with_memory(source: Path, target: Path, memory: MemorySpec | None) -> Path:
     """The agent fixture bundle with `euclidean` (raw, the only member) given `memory`."""
-    from edge.bundle import Ensemble, load_bundle, write_manifest
+    from edge.bundle import Ensemble, load_bundle
+    from tests.agent_fixtures import bundle_variant
 
-    shutil.copytree(source, target)
-    m = load_bundle(target).manifest
+    m = load_bundle(source).manifest
     scorers = [s.model_copy(update={"memory": memory}) if s.name == "euclidean" else s
                for s in m.scorers]
-    write_manifest(target, m.model_copy(update={
-        "scorers": scorers, "ensemble": Ensemble(rule="max", members=["euclidean"])}))
-    return target
+    return bundle_variant(source, target, scorers=scorers,
+                          ensemble=Ensemble(rule="max", members=["euclidean"]))
 
 
 def test_a_repeated_fault_scores_lower_with_the_memory(agent_bundle: Path, tmp_path: Path
