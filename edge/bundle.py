@@ -21,9 +21,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SCHEMA_VERSION = 3  # what this trainer writes
-# 2 added optional fields (scorer likelihood, cooldown_windows) only; 3 the scorer memory only
-READABLE_SCHEMAS = (1, 2, 3)
+SCHEMA_VERSION = 4  # what this trainer writes
+# 2 added optional fields (scorer likelihood, cooldown_windows) only; 3 the scorer memory only;
+# 4 the `range` scorer kind and the training range only
+READABLE_SCHEMAS = (1, 2, 3, 4)
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 
@@ -130,6 +131,8 @@ class ScorerSpec(_Strict):
     kind `lstm_ae`: mean squared reconstruction error of the TFLite autoencoder over the window.
     kind `distance`: one output (`output`) of the ONNX distance model.
     kind `iqr`: the largest Tukey-fence excess over channels, already in fence units.
+    kind `range`: how far the newest row lies beyond the range of every row the device has
+    seen (`range`, the training rows' to start with), in range widths, largest over channels.
 
     With `memory`, the raw score is first lowered to the distance to the device's own recent
     lag vectors where that is smaller. With `likelihood`, the raw score then goes through the
@@ -137,7 +140,7 @@ class ScorerSpec(_Strict):
     """
 
     name: str
-    kind: Literal["lstm_ae", "distance", "iqr"]
+    kind: Literal["lstm_ae", "distance", "iqr", "range"]
     output: str | None = None
     threshold: Threshold
     likelihood: LikelihoodSpec | None = Field(
@@ -165,6 +168,14 @@ class IqrSpec(_Strict):
     q1: list[float]
     q3: list[float]
     k: float = 1.5
+
+
+class RangeSpec(_Strict):
+    """Per channel, the lowest and highest training row (scaled units): where a device's
+    running range starts."""
+
+    low: list[float]
+    high: list[float]
 
 
 class Ensemble(_Strict):
@@ -208,6 +219,7 @@ class Manifest(_Strict):
     lstm_ae: LstmAeSpec | None = None
     distance: DistanceSpec | None = None
     iqr: IqrSpec
+    range: RangeSpec | None = None
     scorers: list[ScorerSpec] = Field(min_length=1)
     ensemble: Ensemble
     decision: Decision = Decision()
@@ -239,6 +251,10 @@ class Manifest(_Strict):
             self.distance is None or self.distance.model not in self.models
         ):
             raise ValueError("a distance scorer needs `distance` and its model in `models`")
+        if "range" in kinds and (
+            self.range is None or len(self.range.low) != n or len(self.range.high) != n
+        ):
+            raise ValueError(f"a range scorer needs `range`: a low and a high per channel ({n})")
         if self.distance is not None and self.distance.lags > self.window.length:
             raise ValueError("distance.lags cannot exceed window.length")
         for scorer in self.scorers:

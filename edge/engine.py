@@ -1,4 +1,5 @@
-"""Score windows with a bundle: TFLite LSTM-AE, ONNX distances and IQR fences, then the ensemble.
+"""Score windows with a bundle: TFLite LSTM-AE, ONNX distances, IQR fences and the running
+range, then the ensemble.
 
 Every score is "higher = more anomalous" and is normalised by its calibrated threshold, so a
 normalised score >= 1 means over threshold. `score_windows` takes a batch so that replay can
@@ -7,7 +8,8 @@ feed many windows at once; the live agent passes a batch of one. Both run this s
 The engine itself holds no per-device state and is shared by the devices of a gateway. A
 scorer with a `likelihood` step needs the history of its device: each device keeps a
 `ScoreState` (`new_state()`) and passes it with every batch, windows in stream order. A
-scorer with a `memory` (its device's recent lag vectors) needs it too.
+scorer with a `memory` (its device's recent lag vectors) needs it too, and so does a `range`
+scorer (the range of every row its device has seen).
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ class ScoringEngine:
         `state` is the device's (`new_state()`), the windows being its next ones in order;
         without it, a bundle with likelihood steps treats the batch as a whole stream."""
         raw: dict[str, FloatArray] = {}
+        state = state if state is not None else self.new_state()
         channel_error = np.zeros((windows.shape[0], windows.shape[2]))
         iqr_excess = self.iqr_excess(windows[:, -1, :])
         outputs: dict[str, FloatArray] = {}
@@ -131,9 +134,10 @@ class ScoringEngine:
                 raw[scorer.name] = channel_error.mean(axis=1)
             elif scorer.kind == "distance":
                 raw[scorer.name] = outputs[str(scorer.output)]
+            elif scorer.kind == "range":
+                raw[scorer.name] = state.range_excess(windows[:, -1, :])
             else:
                 raw[scorer.name] = iqr_excess.max(axis=1)
-        state = state if state is not None else self.new_state()
         stepped = state.apply(raw, vectors)
         normalized = {name: stepped[name] / self._thresholds[name] for name in raw}
         ensemble = combine(self.manifest.ensemble, normalized)

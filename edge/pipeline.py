@@ -221,10 +221,11 @@ def _same_shape(old: ScoringEngine, new: ScoringEngine) -> bool:
 
 
 def _same_steps(old: ScoringEngine, new: ScoringEngine) -> bool:
-    """A device's memories and likelihood histories stay valid only for the same raw scores:
-    the same scorers with the same steps, computed by the same model files."""
+    """A device's memories, likelihood histories and running range stay valid only for the
+    same raw scores: the same scorers with the same steps, computed by the same model files
+    from the same training range."""
     a, b = old.manifest, new.manifest
-    return a.scorers == b.scorers and a.files == b.files
+    return a.scorers == b.scorers and a.files == b.files and a.range == b.range
 
 
 class Gateway:

@@ -70,13 +70,13 @@ def memory_spec(scorer: str, config: FitConfig) -> MemorySpec | None:
 def scorer_specs(
     thresholds: dict[str, Threshold], distance_scorers: list[str], config: FitConfig
 ) -> list[ScorerSpec]:
-    """lstm_ae, the distance model's scorers, iqr; a likelihood step and a memory where
+    """lstm_ae, the distance model's scorers, iqr, range; a likelihood step and a memory where
     configured."""
     step = likelihood_spec(config)
     chosen = set(config.likelihood_scorers or ())
     specs = [("lstm_ae", "lstm_ae", None)]
     specs += [(name, "distance", name) for name in distance_scorers]
-    specs.append(("iqr", "iqr", None))
+    specs += [("iqr", "iqr", None), ("range", "range", None)]
     return [
         ScorerSpec(
             name=name,
@@ -119,6 +119,7 @@ def assemble_manifest(
         lstm_ae=LstmAeSpec(reduce=config.lstm_reduce),  # type: ignore[arg-type]
         distance=DistanceSpec(lags=lags, clip_inputs=config.distance_clip),
         iqr=prep.iqr,
+        range=prep.range,
         scorers=scorer_specs(thresholds, distance_scorers, config),
         ensemble=Ensemble(
             rule=config.ensemble_rule,  # type: ignore[arg-type]

@@ -152,5 +152,11 @@ def likelihood(z: float) -> Threshold:
     return Threshold(value=z, method="likelihood", params={"likelihood": round(level, 6)})
 
 
+def tolerance(share: float) -> Threshold:
+    """The range scorer's threshold: how far beyond the record, in widths of the range, a row
+    must lie (not calibrated: held-out rows lie inside the training range by construction)."""
+    return Threshold(value=share, method="tolerance", params={})
+
+
 def fence(scores: FloatArray) -> Threshold:
     return _threshold(1.0, "fence", np.asarray(scores, dtype=np.float64))

@@ -410,6 +410,13 @@ class FitConfig:
             metavar="A,B",
         ),
     )
+    range_tolerance: float = field(
+        default=0.1,
+        metadata=_meta(
+            "range scorer: threshold on how far a row lies beyond every row seen before it, "
+            "in widths of that range (0.1: a tenth of the range beyond the record)", "thresholds"
+        ),
+    )
     likelihood_threshold: float = field(
         default=1.75,
         metadata=_meta(

@@ -87,6 +87,8 @@ def check_options(config: FitConfig, out_dir: Path) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
     if config.likelihood_threshold <= 0:
         raise InputError("--likelihood-threshold must be positive")
+    if not config.range_tolerance > 0:
+        raise InputError(f"--range-tolerance {config.range_tolerance}: must be positive")
 
 
 @dataclass
@@ -260,6 +262,8 @@ def _thresholds(build: _Build, heldout: WindowScores) -> dict[str, Threshold]:
             out[name] = calibrate.likelihood(config.likelihood_threshold)
         elif name == "iqr" and config.iqr_threshold == "fence":
             out[name] = calibrate.fence(scores)
+        elif name == "range":
+            out[name] = calibrate.tolerance(config.range_tolerance)
         else:
             out[name] = calibrate.calibrate(scores, config)
     methods = ", ".join(
@@ -281,7 +285,7 @@ def _calibrate(build: _Build, all_ends: np.ndarray) -> tuple[dict[str, Threshold
 
     started = time.perf_counter()
     prep, config = build.prep, build.config
-    names = ["lstm_ae", *build.distance.scorers, "iqr"]
+    names = ["lstm_ae", *build.distance.scorers, "iqr", "range"]
     provisional = {s: Threshold(value=1.0, method="provisional") for s in names}
     build.write_manifest(provisional, {})
     engine = ScoringEngine(load_bundle(build.folder))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge.bundle import ChannelPreprocess, ForecastResidual, IqrSpec, Preprocess
+from edge.bundle import ChannelPreprocess, ForecastResidual, IqrSpec, Preprocess, RangeSpec
 from edge.preprocess import scale_rows
 from edge.table import Table, TableError, read_table
 from export.config import FitConfig
@@ -66,6 +66,7 @@ class Prepared:
     calib_rows: BoolArray
     summary: dict[str, Any] = field(default_factory=dict)
     config: FitConfig = field(default_factory=FitConfig)  # resolved: the recipe filled in
+    range: RangeSpec | None = None  # the training rows' range, where a device's starts
 
     def windows(self, ends: IntArray, length: int) -> FloatArray:
         return windows_at(self.scaled, ends, length)
@@ -269,6 +270,13 @@ def fit_channel(name: str, raw: FloatArray, config: FitConfig) -> tuple[ChannelP
     return spec, info
 
 
+def training_range(scaled: FloatArray) -> RangeSpec:
+    """Per-channel lowest and highest row in scaled units (the start of a device's running
+    range)."""
+    low, high = np.nanmin(scaled, axis=0), np.nanmax(scaled, axis=0)
+    return RangeSpec(low=[float(v) for v in low], high=[float(v) for v in high])
+
+
 def iqr_fences(scaled: FloatArray, k: float) -> IqrSpec:
     """Per-channel quartiles in scaled units. A degenerate IQR (under a tenth of a normal
     channel's 1.349, e.g. a sensor stuck on a few values) is replaced by the Gaussian
@@ -379,4 +387,5 @@ def prepare(csv_path: Path, config: FitConfig) -> Prepared:
         calib_rows,
         summary,
         config,
+        range=training_range(scaled[fit_rows | calib_rows]),
     )

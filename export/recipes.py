@@ -140,7 +140,7 @@ def resolve(config: FitConfig, n_channels: int) -> FitConfig:
         elif config.distance_model == "window_features":
             changes["ensemble_members"] = ("window_mahalanobis",)
         else:
-            changes["ensemble_members"] = outputs
+            changes["ensemble_members"] = (*outputs, "range")
     if config.lag_memory is None:
         changes["lag_memory"] = LAG_MEMORY if config.distance_model == "lag_kmeans" else 0
     if config.likelihood_scorers is None:
@@ -156,7 +156,7 @@ def scorer_names(config: FitConfig, n_channels: int) -> list[str]:
     outputs = list(distance_outputs(config))
     if config.distance_model == "pca_kmeans" and config.lags * n_channels == 1:
         outputs.remove("spe")  # identically zero with one feature
-    return ["lstm_ae", *outputs, "iqr"]
+    return ["lstm_ae", *outputs, "iqr", "range"]
 
 
 def check_resolved(config: FitConfig, n_channels: int) -> None:

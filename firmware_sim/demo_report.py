@@ -425,7 +425,7 @@ def plot_stream(path: Path, cfg: DemoConfig, sim: Simulation, ev: Evaluation) ->
     rt = _dates(ev.replay.timestamps)
     for name, col in ev.replay.scorers.items():
         member = name in ev.members
-        if not np.isfinite(col).any() or (name == "iqr" and not member):
+        if not np.isfinite(col).any() or (name in ("iqr", "range") and not member):
             continue
         score_ax.plot(
             rt,

@@ -110,8 +110,8 @@ def test_recipes_by_channel_count_and_explicit_options_win() -> None:
     assert multi.cooldown_windows == 0 and multi.smoothing is not None
     uni = resolve(FitConfig(), 1)
     assert (uni.recipe, uni.distance_model, uni.lags) == ("univariate", "lag_kmeans", 8)
-    assert uni.ensemble_members == ("lag_distance_8", "lag_distance_4")
-    assert uni.likelihood_scorers == uni.ensemble_members
+    assert uni.ensemble_members == ("lag_distance_8", "lag_distance_4", "range")
+    assert uni.likelihood_scorers == ("lag_distance_8", "lag_distance_4")
     assert (uni.trigger, uni.release, uni.cooldown_windows) == (1, 1, 150)
     forced = resolve(FitConfig(recipe="univariate", smoothing=3), 8)
     assert forced.distance_model == "lag_kmeans" and forced.smoothing == 3
@@ -130,7 +130,7 @@ def test_recipes_by_channel_count_and_explicit_options_win() -> None:
 
 
 def test_a_schema_1_manifest_still_loads() -> None:
-    """Schema 2 only added optional fields; an agent of this release reads both."""
+    """Schemas 2 to 4 only added optional fields and kinds; an agent of this release reads 1."""
     manifest = {
         "schema_version": 1, "name": "old", "version": "1", "created": "2026-01-01T00:00:00Z",
         "channels": ["a"], "sample_period_s": 1.0, "window": {"length": 4},
@@ -146,4 +146,4 @@ def test_a_schema_1_manifest_still_loads() -> None:
     }
     parsed = parse_manifest(json.dumps(manifest).encode())
     assert parsed.decision.cooldown_windows == 0 and parsed.scorers[0].likelihood is None
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4

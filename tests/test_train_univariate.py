@@ -51,7 +51,7 @@ def univariate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_the_recipe_writes_a_memory_on_each_lag_distance(univariate: tuple[Path, Path]
                                                          ) -> None:
     m = load_bundle(univariate[1]).manifest
-    assert m.schema_version == SCHEMA_VERSION == 3
+    assert m.schema_version == SCHEMA_VERSION == 4
     lag = {s.name: s for s in m.scorers if s.name.startswith("lag_distance_")}
     assert sorted(lag) == ["lag_distance_4", "lag_distance_8"]
     for name, scorer in lag.items():
@@ -75,3 +75,32 @@ def test_recurring_bursts_stop_alerting_and_a_one_off_fault_still_does(
     assert forgetting[late].sum() >= 3  # the frozen model keeps alerting on them
     assert remembering[late].sum() == 0  # the device has learned them
     assert remembering[TRAIN:].sum() < forgetting[TRAIN:].sum()
+
+
+def test_a_larger_copy_of_a_learned_burst_alerts_through_the_range(
+        univariate: tuple[Path, Path], tmp_path: Path) -> None:
+    """A burst twice as tall as the learned ones has their shape: the lag distances flag it
+    only once it has passed, the running range on its first rows. Records are rare: the
+    spike, the first burst (new then) and the tall one are all."""
+    csv, bundle_dir = univariate
+    taller = BURSTS[-3]
+    lines = csv.read_text().splitlines()
+    for i, bump in enumerate([6.0, -6.0, 6.0, -6.0]):  # on top of the usual burst
+        stamp, value = lines[1 + taller + i].split(",")
+        lines[1 + taller + i] = f"{stamp},{float(value) + bump:.4f}"
+    (tmp_path / "taller.csv").write_text("\n".join(lines) + "\n")
+    table = read_table(tmp_path / "taller.csv")
+    bundle = load_bundle(bundle_dir)
+    m = bundle.manifest
+    assert "range" in m.ensemble.members and m.range is not None
+    result = replay_table(ScoringEngine(bundle), table)
+    records = np.flatnonzero(np.nan_to_num(result.scorers["range"]) >= 1.0)
+    near = [SPIKE, BURSTS[0], taller]
+    assert all(any(0 <= r - at < 4 for at in near) for r in records)
+    assert all(any(0 <= r - at < 4 for r in records) for at in near)
+    assert alert_starts(result)[taller : taller + 4].any()
+    members = [n for n in m.ensemble.members if n != "range"]
+    shape_only = dataclasses.replace(bundle, manifest=m.model_copy(update={
+        "ensemble": m.ensemble.model_copy(update={"members": members})}))
+    later = alert_starts(replay_table(ScoringEngine(shape_only), table))
+    assert not later[taller : taller + 4].any()  # the shapes see it only once it has passed
