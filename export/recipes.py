@@ -31,13 +31,18 @@ explicitly is kept. Every figure below is measured with the real pipeline (`fit_
   centroids, or to the device's own recent lag vectors where those are nearer (its memory:
   the 2nd nearest of the last 3000, the 50 most recent left out), each through the device's
   anomaly-likelihood step (threshold z = 1.75; history 20000 windows, 0 for the first 150),
-  max of the two (better than either alone by 1-2 points); an alert starts on the first window
+  and `range`, how far the newest value lies beyond every value the device has seen (from the
+  training rows' range on), threshold a tenth of that range; max of the three (the two lag
+  scales beat either alone by 1-2 points); an alert starts on the first window
   over threshold, ends on the first under, and the next start waits 150 windows; epochs 20.
   NAB (35 files, fit on the probation rows, alert starts as detections, the bundle's own
   threshold for all three profiles), each step replayed by the device code on the same
   bundles: no memory, history 8640 from 300, cooldown 100: standard 62.1, reward-low-FP 55.0,
   reward-low-FN 66.2; + the memory: 66.2, 60.0, 70.2; + history 20000 from 150: 68.5, 62.9,
-  72.4; + cooldown 150: 69.1, 64.0, 72.7 (the earlier defaults: 7.0, -50.8, 27.1). The
+  72.4; + cooldown 150: 69.1, 64.0, 72.7; + the range member: RANGE_FIGURES (the earlier
+  defaults: 7.0, -50.8, 27.1). The range catches records that a shape model excuses, a 2.3
+  spike where spikes of 1.5 recur (`ec2_cpu_utilization_24ae8d`) or a first burst of a new
+  height (`grok_asg_anomaly`), and flags others earlier in their window. RANGE_NEIGHBOURS The
   neighbours of each choice score within about 2 points: memory size 2000-8000, gap 25-100,
   k 1-3 (63.9-65.8 against 66.2); likelihood threshold 1.65/1.85, short mean 15/30 and
   cooldown 50-200 all lower; min_history 50-200 alike; a release under 0.6-0.8 instead of

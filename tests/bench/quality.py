@@ -75,15 +75,18 @@ CONFIGS: dict[str, dict[str, Any]] = {
 SKAB_VARIANTS: dict[str, dict[str, Any]] = {
     "as fitted": {},
     "+ lstm_ae member (max)": {"members": ["window_mahalanobis", "lstm_ae"]},
+    "+ range member (max)": {"members": ["window_mahalanobis", "range"]},
     "lstm_ae alone, int8": {"members": ["lstm_ae"]},
     "lstm_ae alone, float": {"members": ["lstm_ae"], "float": True},
 }
 NAB_VARIANTS: dict[str, dict[str, Any]] = {
     "as fitted": {},
+    "without the range member": {"members": ["lag_distance_8", "lag_distance_4"]},
     "without the device memory": {"no_memory": True},
-    "+ lstm_ae member (max)": {"members": ["lag_distance_8", "lag_distance_4", "lstm_ae"]},
-    "+ lstm_ae with likelihood": {
-        "members": ["lag_distance_8", "lag_distance_4", "lstm_ae"], "lstm_likelihood": True},
+    "+ lstm_ae member (max)": {
+        "members": ["lag_distance_8", "lag_distance_4", "range", "lstm_ae"]},
+    "+ lstm_ae with likelihood": {"members": ["lag_distance_8", "lag_distance_4", "range",
+                                              "lstm_ae"], "lstm_likelihood": True},
 }
 
 
@@ -129,6 +132,9 @@ def _variant_engine(bundle_dir: Path, changes: dict[str, Any], csv: Path,
         scorers = _with(scorers, "memory", lambda _: changes["memory"])
     if "likelihood" in changes:  # the likelihood step's short, history or min_history
         scorers = _with(scorers, "likelihood", lambda _: changes["likelihood"])
+    if "range_tolerance" in changes:  # the range scorer's threshold
+        scorers = _with(scorers, "threshold", lambda _: {"value": changes["range_tolerance"]},
+                        lambda s: s.kind == "range")
     if "z" in changes:  # the threshold on the likelihood's z
         scorers = _with(scorers, "threshold", lambda _: {"value": changes["z"]},
                         lambda s: s.likelihood is not None)
@@ -242,7 +248,10 @@ def nab_grid(base: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Memory, likelihood and decision variants around the univariate recipe (each one knob
     away from it, as in `export/recipes.py`), replayed on the same bundles."""
     out: dict[str, dict[str, Any]] = {"as fitted": base, "without the device memory": {
-        **base, "no_memory": True}}
+        **base, "no_memory": True}, "without the range member": {
+        **base, "members": ["lag_distance_8", "lag_distance_4"]}}
+    for tolerance in (0.05, 0.2):
+        out[f"range tolerance {tolerance}"] = {**base, "range_tolerance": tolerance}
     for size, gap, k in ((2000, 50, 2), (4000, 50, 2), (3000, 35, 2), (3000, 75, 2),
                          (3000, 50, 1), (3000, 50, 3)):
         out[f"memory {size}/{gap}/k{k}"] = {**base, "memory": {"size": size, "gap": gap, "k": k}}
