@@ -43,6 +43,7 @@ from edge.sources import Item, ItemQueue, Payload, Source, SourceDone
 from edge.sources.mqtt import MqttSource
 from edge.sources.serial_pms5003 import SerialPms5003Source
 from edge.sources.stdin import StdinSource as StdinReader
+from edge.state_store import StateStore
 from edge.systemd import Notifier
 
 log = logging.getLogger("edge.agent")
@@ -108,6 +109,9 @@ class Agent:
         manifest = bundle.manifest
         self.channels = input_channels(manifest)
         self.counter = BadInputCounter(config.log.bad_input_every_s)
+        self.state = (StateStore(config.state.path, manifest)
+                      if config.state.path is not None else None)
+        self._state_saved = time.monotonic()
         self.gateway = Gateway(
             ScoringEngine(bundle, config.bundle.threads),
             config.decision.apply(manifest.decision),
@@ -116,6 +120,7 @@ class Agent:
             AlertOptions(update_every_s=config.alerts.update_every_s,
                          top_channels=config.alerts.top_channels),
             max_devices=config.limits.max_devices,
+            saved=self.state.load() if self.state is not None else None,
         )
         self._last_seen: dict[str, float] = {}  # device -> monotonic time of its last reading
         mqtt = config.mqtt
@@ -177,6 +182,7 @@ class Agent:
         else:
             log.warning("broker unreachable at shutdown: %d alert(s) kept in the outbox",
                         self.outbox.depth())
+        self.save_state()
         self.alerts.stop()
         self.connection.stop()
         log.info("stopped: alerts %s, outbox depth %d", self.alert_counts, self.outbox.depth())
@@ -250,6 +256,14 @@ class Agent:
             self.apply_reload(reloaded)
         if self.config.metrics.enabled:
             self.metrics.maybe_publish(now)
+        if now - self._state_saved >= self.config.state.save_every_s:
+            self.save_state()
+
+    def save_state(self) -> None:
+        """Write every device's scoring state (`[state] path`), if kept."""
+        self._state_saved = time.monotonic()
+        if self.state is not None:
+            self.state.save(self.gateway.states())
 
     def apply_reload(self, result: ReloadResult) -> None:
         """Swap in a bundle loaded by the reloader, or report why it was refused."""
@@ -267,6 +281,8 @@ class Agent:
         self.gateway.stride = self.config.decision.stride or manifest.window.stride
         self.publish(self.gateway.swap_engine(
             result.engine, self.config.decision.apply(manifest.decision)))
+        if self.state is not None:
+            self.state.rebind(manifest)
         previous.close()  # its engine is out of use: remove its extracted archive
         new = {"name": self.info.name, "version": self.info.version, "sha256": self.info.sha256}
         log.info("reloaded (%s) in %.2fs: bundle %s %s (sha256 %s...) from %s, was %s %s "

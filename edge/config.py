@@ -242,6 +242,19 @@ class OutboxConfig(_Section):
         5.0, ge=0, description="at shutdown, wait this long for the broker to ack the backlog")
 
 
+class StateConfig(_Section):
+    path: Path | None = Field(
+        Path("scoring-state.npz"), description="each device's memories, likelihood histories "
+        "and running ranges, kept across restarts (empty string: not kept)")
+    save_every_s: float = Field(
+        300.0, gt=0, description="write the state this often, and at shutdown")
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
 class StdoutConfig(_Section):
     enabled: bool = Field(False, description="also write every alert as a JSON line on stdout")
 
@@ -291,6 +304,8 @@ class AgentConfig(_Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="alert messages")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="metrics messages")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="durable alert queue")
+    state: StateConfig = Field(default_factory=StateConfig,
+                               description="scoring state kept across restarts")
     stdout: StdoutConfig = Field(default_factory=StdoutConfig, description="JSON lines sink")
     homeassistant: HomeAssistantConfig = Field(
         default_factory=HomeAssistantConfig, description="Home Assistant discovery")
@@ -308,6 +323,8 @@ class AgentConfig(_Section):
         if base is not None:
             self.bundle.path = _resolve(base, self.bundle.path)
             self.outbox.path = _resolve(base, self.outbox.path)
+            if self.state.path is not None:
+                self.state.path = _resolve(base, self.state.path)
             if self.bundle.public_key is not None:
                 self.bundle.public_key = _resolve(base, self.bundle.public_key)
             tls = self.mqtt.tls

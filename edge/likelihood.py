@@ -50,6 +50,19 @@ class Likelihood:
         self._sum = np.int64(0)  # sum of x over the history (exact)
         self._sum2 = np.int64(0)  # sum of x^2
 
+    def snapshot(self) -> dict[str, npt.NDArray[np.int64]]:
+        """The state as arrays (for `edge.state_store`); `restore` takes them back."""
+        return {"count": np.array(self.count), "ring": self._ring.copy(),
+                "sums": np.array([self._sum, self._sum2], dtype=np.int64)}
+
+    def restore(self, saved: dict[str, npt.NDArray[np.int64]]) -> None:
+        ring = np.asarray(saved["ring"], dtype=np.int64)
+        if ring.shape != self._ring.shape:
+            raise ValueError(f"likelihood history of {ring.size}, expected {self._ring.size}")
+        self._ring = ring.copy()
+        self.count = int(saved["count"])
+        self._sum, self._sum2 = (np.int64(v) for v in saved["sums"])
+
     def update(self, raw: FloatArray) -> FloatArray:
         """z for each raw score of a batch, in order; the state moves past the batch."""
         raw = np.asarray(raw, dtype=np.float64).reshape(-1)

@@ -24,6 +24,8 @@ Examples:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -40,6 +42,18 @@ class LagMemory:
         self.spec = spec
         self._vectors: FloatArray | None = None  # (size, features), window g at g % size
         self.count = 0  # windows seen
+
+    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
+        """The state as arrays (for `edge.state_store`); `restore` takes them back."""
+        held = self._vectors if self._vectors is not None else np.zeros((0, 0))
+        return {"count": np.array(self.count), "vectors": held.copy()}
+
+    def restore(self, saved: dict[str, npt.NDArray[Any]]) -> None:
+        vectors = np.asarray(saved["vectors"], dtype=np.float64)
+        if vectors.size and vectors.shape[0] != self.spec.size:
+            raise ValueError(f"memory of {vectors.shape[0]} vectors, expected {self.spec.size}")
+        self._vectors = vectors.copy() if vectors.size else None
+        self.count = int(saved["count"])
 
     def distances(self, vectors: FloatArray) -> FloatArray:
         """For each lag vector of a batch (in stream order), the distance to the k-th nearest

@@ -11,6 +11,7 @@ Not thread-safe: call one `Gateway` from one thread (the agent's run loop).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -25,7 +26,10 @@ from edge.decide import AlertEvent, AlertOptions, Decider, Evidence
 from edge.engine import ScoringEngine
 from edge.preprocess import reading_to_raw
 from edge.readings import BadInputCounter, Reading
+from edge.score_state import ScoreState
 from edge.window import ACCEPTED, DROPPED, WINDOW, DeviceWindow
+
+log = logging.getLogger("edge.pipeline")
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -240,7 +244,10 @@ class Gateway:
         options: AlertOptions | None = None,
         max_devices: int = 64,
         clock: Callable[[], float] = time.monotonic,
+        saved: dict[str, dict[str, Any]] | None = None,
     ) -> None:
+        """`saved`: device -> a `ScoreState.snapshot()` of this bundle, taken back when the
+        device is first seen (`edge.state_store`)."""
         self.engine = engine
         self.decision = decision or engine.manifest.decision
         self.counter = counter or BadInputCounter()
@@ -249,6 +256,7 @@ class Gateway:
         self.max_devices = max_devices
         self.pipelines: dict[str, DevicePipeline] = {}
         self._clock = clock
+        self.saved = dict(saved or {})
 
     def pipeline(self, device: str) -> DevicePipeline | None:
         found = self.pipelines.get(device)
@@ -260,8 +268,23 @@ class Gateway:
                 return None
             found = DevicePipeline(self.engine, device, self.decision, self.counter,
                                    self.stride, self.options, self._clock)
+            self._take_back(device, found)
             self.pipelines[device] = found
         return found
+
+    def _take_back(self, device: str, pipeline: DevicePipeline) -> None:
+        saved = self.saved.pop(device, None)
+        if saved is None:
+            return
+        try:
+            pipeline.state.restore(saved)
+            log.info("device %s: scoring state taken back from the last run", device)
+        except ValueError as exc:
+            log.warning("device %s: %s; it starts afresh", device, exc)
+
+    def states(self) -> dict[str, ScoreState]:
+        """Each device's scoring state (for `edge.state_store`)."""
+        return {device: p.state for device, p in self.pipelines.items()}
 
     def process(self, reading: Reading) -> Outcome | None:
         pipeline = self.pipeline(reading.device)
@@ -288,6 +311,8 @@ class Gateway:
         likelihood histories are kept only when the scorers and model files are the same."""
         keep = _same_shape(self.engine, engine)
         same_steps = _same_steps(self.engine, engine)
+        if not same_steps:
+            self.saved.clear()  # saved for the old models
         self.engine = engine
         self.decision = decision or engine.manifest.decision
         events: list[AlertEvent] = []

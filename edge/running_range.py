@@ -35,6 +35,16 @@ class RunningRange:
         self.low = np.asarray(spec.low, dtype=np.float64)
         self.high = np.asarray(spec.high, dtype=np.float64)
 
+    def snapshot(self) -> dict[str, FloatArray]:
+        """The state as arrays (for `edge.state_store`); `restore` takes them back."""
+        return {"low": self.low.copy(), "high": self.high.copy()}
+
+    def restore(self, saved: dict[str, FloatArray]) -> None:
+        low, high = (np.asarray(saved[k], dtype=np.float64) for k in ("low", "high"))
+        if low.shape != self.low.shape or high.shape != self.high.shape:
+            raise ValueError(f"range of {low.size} channels, expected {self.low.size}")
+        self.low, self.high = low.copy(), high.copy()
+
     def excess(self, rows: FloatArray) -> FloatArray:
         """(B, C) rows in stream order -> (B,) largest excess over channels, in range widths;
         the range then includes the rows (NaN cells are skipped)."""

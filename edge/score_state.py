@@ -10,6 +10,8 @@ device's running range (`edge.running_range`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -29,12 +31,40 @@ class ScoreState:
                          if s.memory is not None}
         self.steps = {s.name: Likelihood(s.likelihood) for s in manifest.scorers
                       if s.likelihood is not None}
+        self._manifest = manifest
         self.channels = len(manifest.channels)
         ranged = manifest.range is not None and any(s.kind == "range" for s in manifest.scorers)
         self.range = RunningRange(manifest.range) if ranged and manifest.range else None
 
     def __bool__(self) -> bool:
         return bool(self.steps or self.memories or self.range)
+
+    def _parts(self) -> list[tuple[str, Any]]:
+        parts: list[tuple[str, Any]] = [(f"memory.{n}", m) for n, (_, m) in self.memories.items()]
+        parts += [(f"likelihood.{n}", step) for n, step in self.steps.items()]
+        return parts + ([("range", self.range)] if self.range is not None else [])
+
+    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
+        """Every part's state as named arrays (`edge.state_store` writes them to disk)."""
+        return {f"{name}.{key}": value for name, part in self._parts()
+                for key, value in part.snapshot().items()}
+
+    def restore(self, saved: dict[str, npt.NDArray[Any]]) -> None:
+        """Take back a `snapshot` of a state of the same scorers. ValueError when it does not
+        fit; the state is then a fresh one (nothing half-restored)."""
+        grouped: dict[str, dict[str, npt.NDArray[Any]]] = {}
+        for key, value in saved.items():
+            name, _, field = key.rpartition(".")
+            grouped.setdefault(name, {})[field] = value
+        parts = self._parts()
+        try:
+            if set(grouped) != {name for name, _ in parts}:
+                raise ValueError(f"parts {sorted(grouped)}, expected {sorted(n for n, _ in parts)}")
+            for name, part in parts:
+                part.restore(grouped[name])
+        except (KeyError, ValueError) as exc:
+            self.__init__(self._manifest)  # type: ignore[misc]
+            raise ValueError(f"the saved state does not fit this bundle: {exc}") from exc
 
     def range_excess(self, rows: FloatArray) -> FloatArray:
         """The `range` scorer's raw score of the newest rows (B, C), in stream order."""

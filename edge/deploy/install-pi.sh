@@ -124,6 +124,9 @@ topic = "sensors/+/readings"
 
 [outbox]
 path = "$STATE/outbox.sqlite3"
+
+[state]
+path = "$STATE/scoring-state.npz"
 EOF
     run install -m 0640 -o root -g "$USER_NAME" "$tmp" "$ETC/agent.toml"
     rm -f "$tmp"
@@ -183,6 +186,9 @@ state = Path(sys.argv[2])
 if state not in config.outbox.path.parents:
     print(f"install-pi: warning: [outbox] path = {config.outbox.path} is outside {state}, the "
           "only folder the service may write (ProtectSystem=strict); the agent would fail")
+if config.state.path is not None and state not in config.state.path.parents:
+    print(f"install-pi: warning: [state] path = {config.state.path} is outside {state}; the "
+          "agent could not keep its devices' scoring state across restarts")
 PY
 fi
 

@@ -25,7 +25,10 @@ from typing import Any
 import numpy as np
 
 MARGINS = (1.2, 1.1, 1.0, 0.9, 0.8)  # x the largest held-out score
-CONFIGS: dict[str, dict[str, Any]] = {"recipe": {}, "twin features": {"twin_features": True}}
+CONFIGS: dict[str, dict[str, Any]] = {
+    "recipe": {}, "twin features": {"twin_features": True},
+    # the running range as a second member (its tolerance scales with the margin too)
+    "+ range member": {"ensemble_members": ("window_mahalanobis", "range")}}
 
 
 def alert_runs(active: np.ndarray) -> list[tuple[int, int]]:

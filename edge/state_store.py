@@ -1,0 +1,88 @@
+"""Each device's scoring state on disk, so that a restart or a power cut does not make the
+devices forget what they have learned since training: the memories of recent lag vectors,
+the likelihood histories and the running ranges (`ScoreState`). Without it a device would
+alert again, once, on a level it had long accepted, and judge its scores against a history
+of a few windows.
+
+One `.npz` file per agent holds every device's arrays and a fingerprint of the scorers they
+belong to (scorers, model files, preprocessing, training range). A file of another bundle,
+a damaged one or one that does not fit is skipped with a warning: the devices start afresh,
+as they would without a file. Writes go to a temporary file first and replace the old one
+in one step, so a power cut mid-write leaves the previous state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.bundle import Manifest
+from edge.score_state import ScoreState
+
+log = logging.getLogger("edge.state")
+Arrays = dict[str, npt.NDArray[Any]]
+KEY = "__fingerprint__"
+
+
+def fingerprint(manifest: Manifest) -> str:
+    """What the saved state depends on: the same raw scores from the same scaled rows."""
+    parts = {"scorers": [s.model_dump() for s in manifest.scorers], "files": manifest.files,
+             "preprocess": manifest.preprocess.model_dump(),
+             "range": manifest.range.model_dump() if manifest.range else None}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+class StateStore:
+    """The state file of one agent."""
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        self.path = Path(path)
+        self.key = fingerprint(manifest)
+
+    def rebind(self, manifest: Manifest) -> None:
+        """A reloaded bundle: states saved from now on belong to it."""
+        self.key = fingerprint(manifest)
+
+    def load(self) -> dict[str, Arrays]:
+        """device -> its saved arrays; {} when there is no usable file (logged)."""
+        if not self.path.exists():
+            return {}
+        try:
+            with np.load(self.path, allow_pickle=False) as saved:
+                arrays = {name: saved[name] for name in saved.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            log.warning("scoring state %s unreadable (%s): devices start afresh", self.path, exc)
+            return {}
+        if str(arrays.pop(KEY, "")) != self.key:
+            log.warning("scoring state %s belongs to another bundle: devices start afresh",
+                        self.path)
+            return {}
+        devices: dict[str, Arrays] = {}
+        for name, value in arrays.items():
+            device, _, part = name.partition("/")
+            devices.setdefault(device, {})[part] = value
+        return devices
+
+    def save(self, states: dict[str, ScoreState]) -> None:
+        """Write every device's state (atomically); an OSError is logged, not raised."""
+        arrays: Arrays = {KEY: np.array(self.key)}
+        for device, state in states.items():
+            arrays.update({f"{device}/{k}": v for k, v in state.snapshot().items()})
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as handle:
+                np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy stub: allow_pickle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("scoring state not saved to %s: %s", self.path, exc)
