@@ -509,6 +509,9 @@ def summary(config: AgentConfig, bundle: Any = None) -> list[str]:
         f"stdout {'on' if config.stdout.enabled else 'off'}")
     lines.append(
         f"outbox    {config.outbox.path} (max {config.outbox.max_alerts} alerts)")
+    state = config.state
+    lines.append(f"state     {state.path} (saved every {state.save_every_s:g} s and at shutdown)"
+                 if state.path is not None else "state     not kept across restarts")
     every = f"every {config.metrics.interval_s:g} s" if config.metrics.enabled else "off"
     lines.append(
         f"metrics   {every}; homeassistant {'on' if config.homeassistant.enabled else 'off'}; "

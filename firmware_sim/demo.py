@@ -239,6 +239,9 @@ interval_s = 1.0                 # the demo reads the counters at the end
 [outbox]
 path = "outbox.sqlite3"
 
+[state]
+path = ""                        # every demo streams a new simulation: nothing to carry over
+
 [homeassistant]
 enabled = true                   # discovery configs under homeassistant/, state topic
 

@@ -189,3 +189,17 @@ def test_a_restarted_agent_does_not_alert_again_on_a_level_it_accepted(
     assert forgot.state is None
     assert feed(forgot, again, now + 190)[:1] == ["start"]  # without it, it alerts again
     forgot.outbox.close()
+
+
+def test_the_state_config_resolves_turns_off_and_names_a_bad_value(tmp_path: Path) -> None:
+    from edge.config import ConfigError, summary
+
+    base = {"bundle": {"path": "b"}, "sources": [{"type": "stdin", "device": "pod"}]}
+    kept = parse_config(base, base_dir=tmp_path, environ={})
+    assert kept.state.path == tmp_path / "scoring-state.npz"
+    assert f"state     {tmp_path / 'scoring-state.npz'} (saved every 300 s" in "\n".join(
+        summary(kept))
+    off = parse_config({**base, "state": {"path": ""}}, base_dir=tmp_path, environ={})
+    assert off.state.path is None and "state     not kept" in "\n".join(summary(off))
+    with pytest.raises(ConfigError, match=r"state\.save_every_s = 0"):
+        parse_config({**base, "state": {"save_every_s": 0}}, environ={})
