@@ -263,7 +263,7 @@ class Agent:
         """Write every device's scoring state (`[state] path`), if kept."""
         self._state_saved = time.monotonic()
         if self.state is not None:
-            self.state.save(self.gateway.states())
+            self.state.save(self.gateway.states(), self.gateway.saved)
 
     def apply_reload(self, result: ReloadResult) -> None:
         """Swap in a bundle loaded by the reloader, or report why it was refused."""

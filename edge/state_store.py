@@ -7,7 +7,8 @@ of a few windows.
 One `.npz` file per agent holds every device's arrays and a fingerprint of the scorers they
 belong to (scorers, model files, preprocessing, training range). A file of another bundle,
 a damaged one or one that does not fit is skipped with a warning: the devices start afresh,
-as they would without a file. Writes go to a temporary file first and replace the old one
+as they would without a file. A device not heard from since the restart keeps its saved
+state in the file until it is. Writes go to a temporary file first and replace the old one
 in one step, so a power cut mid-write leaves the previous state.
 """
 
@@ -71,9 +72,14 @@ class StateStore:
             devices.setdefault(device, {})[part] = value
         return devices
 
-    def save(self, states: dict[str, ScoreState]) -> None:
-        """Write every device's state (atomically); an OSError is logged, not raised."""
+    def save(self, states: dict[str, ScoreState],
+             unclaimed: dict[str, Arrays] | None = None) -> None:
+        """Write every device's state (atomically), and `unclaimed` saved states of devices not
+        heard from since the start, as they were; an OSError is logged, not raised."""
         arrays: Arrays = {KEY: np.array(self.key)}
+        for device, saved in (unclaimed or {}).items():
+            if device not in states:
+                arrays.update({f"{device}/{k}": v for k, v in saved.items()})
         for device, state in states.items():
             arrays.update({f"{device}/{k}": v for k, v in state.snapshot().items()})
         tmp = self.path.with_name(self.path.name + ".tmp")

@@ -182,6 +182,9 @@ def test_a_restarted_agent_does_not_alert_again_on_a_level_it_accepted(
     first.save_state()
     first.outbox.close()
     again = rows[40:80]  # the same readings again, the record among them
+    quiet = agent(str(tmp_path / "state.npz"))  # a run that never hears from the device
+    quiet.save_state()
+    quiet.outbox.close()
     kept = agent(str(tmp_path / "state.npz"))
     assert feed(kept, again, now + 190) == []  # taken back: the level is known
     kept.outbox.close()
