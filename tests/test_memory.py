@@ -10,6 +10,7 @@ import pytest
 
 from edge.bundle import MemorySpec
 from edge.memory import LagMemory
+from tests.batch_splits import assert_any_split_gives_the_same_bits
 
 
 def reference(vectors: np.ndarray, spec: MemorySpec) -> np.ndarray:
@@ -39,15 +40,8 @@ def test_matches_the_reference() -> None:
 @pytest.mark.parametrize("size", [40, 300])  # smaller and larger than a batch block
 def test_any_batch_split_gives_the_same_bits(size: int) -> None:
     spec = MemorySpec(lags=1, size=size, gap=5, k=2)
-    vectors = walk(700, seed=1)
-    whole = LagMemory(spec).distances(vectors)
-    ones = LagMemory(spec)
-    one_by_one = np.concatenate([ones.distances(vectors[i : i + 1]) for i in range(700)])
-    assert np.array_equal(whole, one_by_one)
-    cuts = np.sort(np.random.default_rng(2).choice(np.arange(1, 700), 20, replace=False))
-    parts = LagMemory(spec)
-    split = np.concatenate([parts.distances(p) for p in np.split(vectors, cuts)])
-    assert np.array_equal(whole, split)
+    parts = assert_any_split_gives_the_same_bits(
+        lambda: LagMemory(spec), LagMemory.distances, walk(700, seed=1))
     assert parts.count == 700 and parts._vectors is not None and len(parts._vectors) == size
 
 

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from edge.bundle import Manifest, RangeSpec
 from edge.running_range import RunningRange
+from tests.batch_splits import assert_any_split_gives_the_same_bits
 
 
 def reference(rows: np.ndarray, spec: RangeSpec) -> np.ndarray:
@@ -39,14 +40,8 @@ def test_matches_the_reference() -> None:
 
 def test_any_batch_split_gives_the_same_bits() -> None:
     rows = walk(700, seed=1)
-    whole = RunningRange(SPEC).excess(rows)
-    ones = RunningRange(SPEC)
-    one_by_one = np.concatenate([ones.excess(rows[i : i + 1]) for i in range(700)])
-    assert np.array_equal(whole, one_by_one)
-    cuts = np.sort(np.random.default_rng(2).choice(np.arange(1, 700), 20, replace=False))
-    parts = RunningRange(SPEC)
-    split = np.concatenate([parts.excess(p) for p in np.split(rows, cuts)])
-    assert np.array_equal(whole, split)
+    parts = assert_any_split_gives_the_same_bits(
+        lambda: RunningRange(SPEC), RunningRange.excess, rows)
     assert np.array_equal(parts.high, rows.max(axis=0).clip(min=SPEC.high))
 
 
