@@ -33,8 +33,9 @@ class ScoreState:
                       if s.likelihood is not None}
         self._manifest = manifest
         self.channels = len(manifest.channels)
-        ranged = manifest.range is not None and any(s.kind == "range" for s in manifest.scorers)
-        self.range = RunningRange(manifest.range) if ranged and manifest.range else None
+        ranged = any(s.kind == "range" for s in manifest.scorers)
+        self.range = (RunningRange(manifest.range)
+                      if ranged and manifest.range is not None else None)
 
     def __bool__(self) -> bool:
         return bool(self.steps or self.memories or self.range)
@@ -51,20 +52,21 @@ class ScoreState:
 
     def restore(self, saved: dict[str, npt.NDArray[Any]]) -> None:
         """Take back a `snapshot` of a state of the same scorers. ValueError when it does not
-        fit; the state is then a fresh one (nothing half-restored)."""
+        fit, and the state is left as it was (nothing half-restored)."""
         grouped: dict[str, dict[str, npt.NDArray[Any]]] = {}
         for key, value in saved.items():
             name, _, field = key.rpartition(".")
             grouped.setdefault(name, {})[field] = value
-        parts = self._parts()
+        fresh = ScoreState(self._manifest)
+        parts = fresh._parts()
         try:
             if set(grouped) != {name for name, _ in parts}:
                 raise ValueError(f"parts {sorted(grouped)}, expected {sorted(n for n, _ in parts)}")
             for name, part in parts:
                 part.restore(grouped[name])
         except (KeyError, ValueError) as exc:
-            self.__init__(self._manifest)  # type: ignore[misc]
             raise ValueError(f"the saved state does not fit this bundle: {exc}") from exc
+        self.memories, self.steps, self.range = fresh.memories, fresh.steps, fresh.range
 
     def range_excess(self, rows: FloatArray) -> FloatArray:
         """The `range` scorer's raw score of the newest rows (B, C), in stream order."""
