@@ -25,7 +25,9 @@ explicitly is kept. Every figure below is measured with the real pipeline (`fit_
   the `make demo` pod they catch the same 3 of 7 and add 2 false alarms. Lower margins catch
   more at a growing cost (with twins, 1.0: 22 of 28 with 5 false alarms; 0.9: 26 with 7; 0.8:
   28 with 17; without, 1.0: 17 with 3). SKAB has no twin names, so its figures are the same
-  either way.
+  either way. The running `range` is scored but no member here: as a second member it gives
+  SKAB F1 0.860, FAR 8.7%, MAR 18.9% (replayed on the same bundles), but on the pods it
+  catches 14 of 28 with 2 false alarms, a weather-driven record on one sensor being no fault.
 - univariate (1 channel): `lag_kmeans`: distances of the last 8 and the last 4 scaled values
   (median, IQR/1.349 but at least 0.5 sd, no transform) to the nearest of 16 KMeans centroids,
   or to the device's own recent lag vectors where those are nearer (its memory: the 2nd
