@@ -26,7 +26,7 @@ from edge.decide import AlertEvent, AlertOptions, Decider, Evidence
 from edge.engine import ScoringEngine
 from edge.preprocess import reading_to_raw
 from edge.readings import BadInputCounter, Reading
-from edge.score_state import ScoreState
+from edge.score_state import ScoreState, depends_on
 from edge.window import ACCEPTED, DROPPED, WINDOW, DeviceWindow
 
 log = logging.getLogger("edge.pipeline")
@@ -226,10 +226,8 @@ def _same_shape(old: ScoringEngine, new: ScoringEngine) -> bool:
 
 def _same_steps(old: ScoringEngine, new: ScoringEngine) -> bool:
     """A device's memories, likelihood histories and running range stay valid only for the
-    same raw scores: the same scorers with the same steps, computed by the same model files
-    from the same training range."""
-    a, b = old.manifest, new.manifest
-    return a.scorers == b.scorers and a.files == b.files and a.range == b.range
+    same raw scores from the same scaled rows (`score_state.depends_on`)."""
+    return depends_on(old.manifest) == depends_on(new.manifest)
 
 
 class Gateway:

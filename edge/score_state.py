@@ -10,6 +10,8 @@ device's running range (`edge.running_range`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,16 @@ from edge.memory import LagMemory
 from edge.running_range import RunningRange
 
 FloatArray = npt.NDArray[np.float64]
+
+
+def depends_on(manifest: Manifest) -> str:
+    """What a device's state is valid for, as a digest: the same raw scores (scorers and their
+    steps, model files) from the same scaled rows (preprocessing, training range). A state
+    carries over a reload, or a restart through `edge.state_store`, only when this matches."""
+    parts = {"scorers": [s.model_dump() for s in manifest.scorers], "files": manifest.files,
+             "preprocess": manifest.preprocess.model_dump(),
+             "range": manifest.range.model_dump() if manifest.range else None}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 class ScoreState:

@@ -4,18 +4,16 @@ the likelihood histories and the running ranges (`ScoreState`). Without it a dev
 alert again, once, on a level it had long accepted, and judge its scores against a history
 of a few windows.
 
-One `.npz` file per agent holds every device's arrays and a fingerprint of the scorers they
-belong to (scorers, model files, preprocessing, training range). A file of another bundle,
-a damaged one or one that does not fit is skipped with a warning: the devices start afresh,
-as they would without a file. A device not heard from since the restart keeps its saved
-state in the file until it is. Writes go to a temporary file first and replace the old one
-in one step, so a power cut mid-write leaves the previous state.
+One `.npz` file per agent holds every device's arrays and a digest of what they are valid for
+(`score_state.depends_on`: scorers, model files, preprocessing, training range). A file of
+another bundle, a damaged one or one that does not fit is skipped with a warning: the devices
+start afresh, as they would without a file. A device not heard from since the restart keeps its
+saved state in the file until it is. Writes go to a temporary file first and replace the old
+one in one step, so a power cut mid-write leaves the previous state.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import zipfile
@@ -26,19 +24,11 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.bundle import Manifest
-from edge.score_state import ScoreState
+from edge.score_state import ScoreState, depends_on
 
 log = logging.getLogger("edge.state")
 Arrays = dict[str, npt.NDArray[Any]]
 KEY = "__fingerprint__"
-
-
-def fingerprint(manifest: Manifest) -> str:
-    """What the saved state depends on: the same raw scores from the same scaled rows."""
-    parts = {"scorers": [s.model_dump() for s in manifest.scorers], "files": manifest.files,
-             "preprocess": manifest.preprocess.model_dump(),
-             "range": manifest.range.model_dump() if manifest.range else None}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 class StateStore:
@@ -46,11 +36,11 @@ class StateStore:
 
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = Path(path)
-        self.key = fingerprint(manifest)
+        self.key = depends_on(manifest)
 
     def rebind(self, manifest: Manifest) -> None:
         """A reloaded bundle: states saved from now on belong to it."""
-        self.key = fingerprint(manifest)
+        self.key = depends_on(manifest)
 
     def load(self) -> dict[str, Arrays]:
         """device -> its saved arrays; {} when there is no usable file (logged)."""
