@@ -67,16 +67,22 @@ def memory_spec(scorer: str, config: FitConfig) -> MemorySpec | None:
                       gap=config.lag_memory_gap, k=config.lag_memory_k)
 
 
+def bundle_scorers(distance_scorers: list[str]) -> list[tuple[str, str, str | None]]:
+    """(name, kind, ONNX output) of every scorer a bundle holds, in manifest order: lstm_ae,
+    the distance model's scorers, iqr, range."""
+    return [("lstm_ae", "lstm_ae", None),
+            *((name, "distance", name) for name in distance_scorers),
+            ("iqr", "iqr", None), ("range", "range", None)]
+
+
 def scorer_specs(
     thresholds: dict[str, Threshold], distance_scorers: list[str], config: FitConfig
 ) -> list[ScorerSpec]:
-    """lstm_ae, the distance model's scorers, iqr, range; a likelihood step and a memory where
+    """The bundle's scorers (`bundle_scorers`), with a likelihood step and a memory where
     configured."""
     step = likelihood_spec(config)
     chosen = set(config.likelihood_scorers or ())
-    specs = [("lstm_ae", "lstm_ae", None)]
-    specs += [(name, "distance", name) for name in distance_scorers]
-    specs += [("iqr", "iqr", None), ("range", "range", None)]
+    specs = bundle_scorers(distance_scorers)
     return [
         ScorerSpec(
             name=name,

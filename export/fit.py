@@ -29,6 +29,7 @@ import numpy as np
 from edge.bundle import Manifest, ModelFile, Threshold, load_bundle, sha256_file, write_manifest
 from edge.engine import ScoringEngine
 from export import calibrate
+from export.assemble import bundle_scorers
 from export.config import FitConfig
 from export.errors import InputError
 from export.prepare import Prepared, prepare, window_ends
@@ -285,7 +286,7 @@ def _calibrate(build: _Build, all_ends: np.ndarray) -> tuple[dict[str, Threshold
 
     started = time.perf_counter()
     prep, config = build.prep, build.config
-    names = ["lstm_ae", *build.distance.scorers, "iqr", "range"]
+    names = [name for name, _, _ in bundle_scorers(build.distance.scorers)]
     provisional = {s: Threshold(value=1.0, method="provisional") for s in names}
     build.write_manifest(provisional, {})
     engine = ScoringEngine(load_bundle(build.folder))
