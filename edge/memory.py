@@ -32,7 +32,20 @@ import numpy.typing as npt
 from edge.bundle import MemorySpec
 
 FloatArray = npt.NDArray[np.float64]
-BLOCK = 64  # windows per distance block: BLOCK x (size + BLOCK) x features float64 in memory
+BLOCK = 64  # windows per distance block: two BLOCK x (size + BLOCK) float64 work arrays
+
+
+def _add_squared_distances(a: FloatArray, b: FloatArray, out: FloatArray,
+                           scratch: FloatArray) -> None:
+    """out (m, n) += the squared distances between the rows of a (m, F) and b (n, F), summed
+    feature by feature in order: each pair's bits depend on the two vectors only. In place,
+    because replay scores thousands of windows a call and fresh (m, n) arrays each time cost
+    more than the arithmetic."""
+    columns = np.ascontiguousarray(b.T)
+    for f in range(a.shape[1]):
+        np.subtract(a[:, f, None], columns[f][None, :], out=scratch)
+        np.multiply(scratch, scratch, out=scratch)
+        out += scratch
 
 
 class LagMemory:
@@ -65,28 +78,39 @@ class LagMemory:
         if self._vectors is None:
             self._vectors = np.zeros((self.spec.size, vectors.shape[1]))
         out = np.empty(len(vectors))
+        rows, size = min(BLOCK, len(vectors)), self.spec.size
+        work = np.empty((rows, size + rows)), np.empty((rows, size)), np.empty((rows, size), bool)
         for start in range(0, len(vectors), BLOCK):
             block = vectors[start : start + BLOCK]
-            out[start : start + len(block)] = self._block(block)
+            out[start : start + len(block)] = self._block(block, *work)
         return out
 
-    def _block(self, block: FloatArray) -> FloatArray:
+    def _block(self, block: FloatArray, d2_work: FloatArray, scratch: FloatArray,
+               mask: npt.NDArray[np.bool_]) -> FloatArray:
         assert self._vectors is not None
         size, gap, k = self.spec.size, self.spec.gap, self.spec.k
         n, m = self.count, len(block)
         g = n + np.arange(m)[:, None]  # the block's window ids, as a column
-        # squared distances to every held slot and to the block's own earlier windows, each
+        # squared distances to every held slot, then to the block's own earlier windows, each
         # pair computed elementwise (no matrix product) so that any batch split gives the bits
-        to_held = np.square(block[:, None, :] - self._vectors[None, :, :]).sum(axis=2)
-        to_block = np.square(block[:, None, :] - block[None, :, :]).sum(axis=2)
-        # the window each slot holds: the latest g < n with g % size == slot (-1: none yet)
+        d2 = d2_work[:m, : size + m]
+        to_held, to_block = d2[:, :size], d2[:, size:]
+        to_held.fill(0.0)
+        _add_squared_distances(block, self._vectors, to_held, scratch[:m])
+        to_block.fill(0.0)
+        _add_squared_distances(block, block, to_block, np.empty((m, m)))
+        # the window each slot holds: the latest g < n with g % size == slot (-1: none yet);
+        # a slot counts when it holds one of windows g-size .. g-gap
         slots = np.arange(size)
         held = np.where(slots < n, n - 1 - (n - 1 - slots) % size, -1)[None, :]
+        np.less(held, np.maximum(g - size, 0), out=mask[:m])
+        np.copyto(to_held, np.inf, where=mask[:m])
+        np.greater(held, g - gap, out=mask[:m])
+        np.copyto(to_held, np.inf, where=mask[:m])
         own = n + np.arange(m)[None, :]
-        d2 = np.concatenate([
-            np.where((held >= 0) & (held >= g - size) & (held <= g - gap), to_held, np.inf),
-            np.where((own >= g - size) & (own <= g - gap), to_block, np.inf)], axis=1)
-        kth = np.partition(d2, k - 1, axis=1)[:, k - 1]
+        np.copyto(to_block, np.inf, where=(own < g - size) | (own > g - gap))
+        d2.partition(k - 1, axis=1)
+        kth = d2[:, k - 1].copy()
         # keep the block's vectors (the last `size` of them if the block is longer)
         keep = np.arange(max(0, m - size), m)
         self._vectors[(n + keep) % size] = block[keep]
