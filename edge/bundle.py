@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SCHEMA_VERSION = 4  # what this trainer writes
+SCHEMA_VERSION = 5  # what this trainer writes
 # 2 added optional fields (scorer likelihood, cooldown_windows) only; 3 the scorer memory only;
-# 4 the `range` scorer kind and the training range only
-READABLE_SCHEMAS = (1, 2, 3, 4)
+# 4 the `range` scorer kind and the training range only; 5 the `long_shape` scorer kind only
+READABLE_SCHEMAS = (1, 2, 3, 4, 5)
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 
@@ -125,6 +125,14 @@ class MemorySpec(_Strict):
         return self
 
 
+class LongShapeSpec(_Strict):
+    """A long shape: the means of the last `blocks` blocks of `block` rows (see
+    `edge.long_shape`)."""
+
+    block: int = Field(ge=1, description="rows averaged into one block")
+    blocks: int = Field(8, ge=1, description="blocks in one shape")
+
+
 class ScorerSpec(_Strict):
     """One score, higher = more anomalous, normalised on the device as score / threshold.
 
@@ -133,6 +141,8 @@ class ScorerSpec(_Strict):
     kind `iqr`: the largest Tukey-fence excess over channels, already in fence units.
     kind `range`: how far the newest row lies beyond the range of every row the device has
     seen (`range`, the training rows' to start with), in range widths, largest over channels.
+    kind `long_shape`: the distance of the device's last `long_shape.block x blocks` rows,
+    as block means, to the k-th nearest such shape it saw before (`memory`, required).
 
     With `memory`, the raw score is first lowered to the distance to the device's own recent
     lag vectors where that is smaller. With `likelihood`, the raw score then goes through the
@@ -140,14 +150,15 @@ class ScorerSpec(_Strict):
     """
 
     name: str
-    kind: Literal["lstm_ae", "distance", "iqr", "range"]
+    kind: Literal["lstm_ae", "distance", "iqr", "range", "long_shape"]
     output: str | None = None
     threshold: Threshold
     likelihood: LikelihoodSpec | None = Field(
         None, description="anomaly-likelihood step between the raw score and the threshold")
     memory: MemorySpec | None = Field(
         None, description="kind distance: the device's recent-pattern memory, before the "
-        "likelihood step")
+        "likelihood step; kind long_shape: the memory of long shapes the score comes from")
+    long_shape: LongShapeSpec | None = Field(None, description="kind long_shape: its shape")
 
 
 class LstmAeSpec(_Strict):
@@ -258,10 +269,17 @@ class Manifest(_Strict):
         if self.distance is not None and self.distance.lags > self.window.length:
             raise ValueError("distance.lags cannot exceed window.length")
         for scorer in self.scorers:
+            if (scorer.kind == "long_shape") != (scorer.long_shape is not None):
+                raise ValueError(f"scorer {scorer.name!r}: `long_shape` goes with kind long_shape")
+            if scorer.kind == "long_shape":
+                if scorer.memory is None:
+                    raise ValueError(f"scorer {scorer.name!r}: a long_shape scorer needs `memory`")
+                continue
             if scorer.memory is None:
                 continue
             if scorer.kind != "distance" or self.distance is None:
-                raise ValueError(f"scorer {scorer.name!r}: only a distance scorer has a memory")
+                raise ValueError(
+                    f"scorer {scorer.name!r}: only a distance or long_shape scorer has a memory")
             if scorer.memory.lags > self.distance.lags:
                 raise ValueError(
                     f"scorer {scorer.name!r}: memory.lags {scorer.memory.lags} exceeds "

@@ -1,5 +1,5 @@
-"""Score windows with a bundle: TFLite LSTM-AE, ONNX distances, IQR fences and the running
-range, then the ensemble.
+"""Score windows with a bundle: TFLite LSTM-AE, ONNX distances, IQR fences, the running
+range and the long shapes, then the ensemble.
 
 Every score is "higher = more anomalous" and is normalised by its calibrated threshold, so a
 normalised score >= 1 means over threshold. `score_windows` takes a batch so that replay can
@@ -8,8 +8,9 @@ feed many windows at once; the live agent passes a batch of one. Both run this s
 The engine itself holds no per-device state and is shared by the devices of a gateway. A
 scorer with a `likelihood` step needs the history of its device: each device keeps a
 `ScoreState` (`new_state()`) and passes it with every batch, windows in stream order. A
-scorer with a `memory` (its device's recent lag vectors) needs it too, and so does a `range`
-scorer (the range of every row its device has seen).
+scorer with a `memory` (its device's recent lag vectors) needs it too, and so do a `range`
+scorer (the range of every row its device has seen) and a `long_shape` scorer (its recent
+rows and remembered long shapes).
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ class ScoringEngine:
                 raw[scorer.name] = outputs[str(scorer.output)]
             elif scorer.kind == "range":
                 raw[scorer.name] = state.range_excess(windows[:, -1, :])
+            elif scorer.kind == "long_shape":
+                raw[scorer.name] = state.long_shape_distance(scorer.name, windows[:, -1, :])
             else:
                 raw[scorer.name] = iqr_excess.max(axis=1)
         stepped = state.apply(raw, vectors)

@@ -13,6 +13,7 @@ from edge.bundle import (
     DistanceSpec,
     Ensemble,
     LikelihoodSpec,
+    LongShapeSpec,
     LstmAeSpec,
     Manifest,
     MemorySpec,
@@ -25,6 +26,7 @@ from edge.bundle import (
 from export.config import FitConfig
 from export.lag_kmeans import scale_of
 from export.prepare import Prepared
+from export.recipes import long_shape_blocks
 
 PACKAGES = (
     "numpy",
@@ -67,33 +69,46 @@ def memory_spec(scorer: str, config: FitConfig) -> MemorySpec | None:
                       gap=config.lag_memory_gap, k=config.lag_memory_k)
 
 
-def bundle_scorers(distance_scorers: list[str]) -> list[tuple[str, str, str | None]]:
+def bundle_scorers(distance_scorers: list[str], config: FitConfig
+                   ) -> list[tuple[str, str, str | None]]:
     """(name, kind, ONNX output) of every scorer a bundle holds, in manifest order: lstm_ae,
-    the distance model's scorers, iqr, range."""
+    the distance model's scorers, iqr, range, the long shapes."""
     return [("lstm_ae", "lstm_ae", None),
             *((name, "distance", name) for name in distance_scorers),
-            ("iqr", "iqr", None), ("range", "range", None)]
+            ("iqr", "iqr", None), ("range", "range", None),
+            *((name, "long_shape", None) for name in long_shape_blocks(config))]
+
+
+def long_shape_specs(name: str, config: FitConfig) -> tuple[LongShapeSpec, MemorySpec]:
+    """The shape and the device memory of long-shape scorer `name`: the shapes overlapping
+    the current one (its span) are left out of the comparison."""
+    shape = LongShapeSpec(block=long_shape_blocks(config)[name], blocks=config.long_shape_blocks)
+    memory = MemorySpec(lags=shape.blocks, size=config.long_shape_memory,
+                        gap=shape.block * shape.blocks, k=config.lag_memory_k)
+    return shape, memory
 
 
 def scorer_specs(
     thresholds: dict[str, Threshold], distance_scorers: list[str], config: FitConfig
 ) -> list[ScorerSpec]:
     """The bundle's scorers (`bundle_scorers`), with a likelihood step and a memory where
-    configured."""
+    configured; a long shape always has both."""
     step = likelihood_spec(config)
     chosen = set(config.likelihood_scorers or ())
-    specs = bundle_scorers(distance_scorers)
-    return [
-        ScorerSpec(
+    out = []
+    for name, kind, output in bundle_scorers(distance_scorers, config):
+        shape, memory = (long_shape_specs(name, config) if kind == "long_shape"
+                         else (None, memory_spec(name, config)))
+        out.append(ScorerSpec(
             name=name,
             kind=kind,  # type: ignore[arg-type]
             output=output,
             threshold=thresholds[name],
-            likelihood=step if name in chosen else None,
-            memory=memory_spec(name, config),
-        )
-        for name, kind, output in specs
-    ]
+            likelihood=step if name in chosen or shape is not None else None,
+            memory=memory,
+            long_shape=shape,
+        ))
+    return out
 
 
 def assemble_manifest(

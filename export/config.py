@@ -44,6 +44,10 @@ def _scales(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in _split(text))
 
 
+def _scales_or_none(text: str) -> tuple[int, ...]:
+    return () if text.strip().lower() == "none" else _scales(text)
+
+
 def _names_or_none(text: str) -> tuple[str, ...]:
     return () if text.strip().lower() == "none" else _split(text)
 
@@ -302,6 +306,25 @@ class FitConfig:
             "lag_kmeans memory: a pattern counts as known once seen about this many times",
             "models"),
     )
+    long_shapes: tuple[int, ...] | None = field(
+        default=None,
+        metadata=_meta(
+            "long shapes: rows per block, one scorer each, long_shape_<rows spanned>, whose "
+            "shape is the means of the last --long-shape-blocks blocks; its score is the "
+            "distance to the k-th nearest shape the device saw before, through the likelihood "
+            "step ('none': no long shapes; recipe: 8,16,32 for one channel, none otherwise)",
+            "models",
+            parse=_scales_or_none,
+            metavar="N,N",
+        ),
+    )
+    long_shape_blocks: int = field(
+        default=8, metadata=_meta("long shapes: blocks in one shape", "models")
+    )
+    long_shape_memory: int = field(
+        default=3000,
+        metadata=_meta("long shapes: shapes each device remembers of its own stream", "models"),
+    )
     pca_variance: float = field(
         default=0.95,
         metadata=_meta(
@@ -416,6 +439,12 @@ class FitConfig:
             "range scorer: threshold on how far a row lies beyond every row seen before it, "
             "in widths of that range (0.1: a tenth of the range beyond the record)", "thresholds"
         ),
+    )
+    long_shape_threshold: float = field(
+        default=3.0,
+        metadata=_meta(
+            "long shapes: threshold on the likelihood z (3.0 is a likelihood of 0.9987)",
+            "thresholds"),
     )
     likelihood_threshold: float = field(
         default=1.75,

@@ -33,7 +33,7 @@ from export.assemble import bundle_scorers
 from export.config import FitConfig
 from export.errors import InputError
 from export.prepare import Prepared, prepare, window_ends
-from export.recipes import default_lags
+from export.recipes import default_lags, long_shape_blocks
 from export.scoring import ENSEMBLE, WindowScores, labelled_metrics, score_file
 
 __all__ = ["FitConfig", "FitResult", "default_lags", "fit_bundle"]  # default_lags: recipes
@@ -55,6 +55,8 @@ POSITIVE_OPTIONS = (
     "lag_n_init",
     "lag_memory_gap",
     "lag_memory_k",
+    "long_shape_blocks",
+    "long_shape_memory",
     "likelihood_short",
     "likelihood_history",
     "likelihood_min_history",
@@ -88,6 +90,8 @@ def check_options(config: FitConfig, out_dir: Path) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
     if config.likelihood_threshold <= 0:
         raise InputError("--likelihood-threshold must be positive")
+    if not config.long_shape_threshold > 0:
+        raise InputError(f"--long-shape-threshold {config.long_shape_threshold}: must be positive")
     if not config.range_tolerance > 0:
         raise InputError(f"--range-tolerance {config.range_tolerance}: must be positive")
 
@@ -265,6 +269,8 @@ def _thresholds(build: _Build, heldout: WindowScores) -> dict[str, Threshold]:
             out[name] = calibrate.fence(scores)
         elif name == "range":
             out[name] = calibrate.tolerance(config.range_tolerance)
+        elif name in long_shape_blocks(config):
+            out[name] = calibrate.likelihood(config.long_shape_threshold)
         else:
             out[name] = calibrate.calibrate(scores, config)
     methods = ", ".join(
@@ -286,7 +292,7 @@ def _calibrate(build: _Build, all_ends: np.ndarray) -> tuple[dict[str, Threshold
 
     started = time.perf_counter()
     prep, config = build.prep, build.config
-    names = [name for name, _, _ in bundle_scorers(build.distance.scorers)]
+    names = [name for name, _, _ in bundle_scorers(build.distance.scorers, config)]
     provisional = {s: Threshold(value=1.0, method="provisional") for s in names}
     build.write_manifest(provisional, {})
     engine = ScoringEngine(load_bundle(build.folder))

@@ -84,6 +84,7 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "release": 10,
         "release_level": 0.8,
         "cooldown_windows": 0,
+        "long_shapes": (),
     },
     "univariate": {
         "transform": "none",
@@ -96,6 +97,7 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "release": 1,
         "release_level": 1.0,
         "cooldown_windows": 150,
+        "long_shapes": (8, 16, 32),
     },
 }
 LAG_MEMORY = 3000  # lag vectors a lag_kmeans device remembers of its own stream
@@ -136,6 +138,12 @@ def distance_outputs(config: FitConfig) -> tuple[str, ...]:
     return ("spe", "euclidean", "mahalanobis")
 
 
+def long_shape_blocks(config: FitConfig) -> dict[str, int]:
+    """The long-shape scorers of the (resolved) config: name -> rows per block."""
+    return {f"long_shape_{block * config.long_shape_blocks}": block
+            for block in sorted(set(config.long_shapes or ()))}
+
+
 def resolve(config: FitConfig, n_channels: int) -> FitConfig:
     """The config with every recipe field filled in (and `recipe` no longer `auto`)."""
     recipe = recipe_for(config, n_channels)
@@ -152,7 +160,7 @@ def resolve(config: FitConfig, n_channels: int) -> FitConfig:
         elif config.distance_model == "window_features":
             changes["ensemble_members"] = ("window_mahalanobis",)
         else:
-            changes["ensemble_members"] = (*outputs, "range")
+            changes["ensemble_members"] = (*outputs, "range", *long_shape_blocks(config))
     if config.lag_memory is None:
         changes["lag_memory"] = LAG_MEMORY if config.distance_model == "lag_kmeans" else 0
     if config.likelihood_scorers is None:
@@ -168,7 +176,7 @@ def scorer_names(config: FitConfig, n_channels: int) -> list[str]:
     outputs = list(distance_outputs(config))
     if config.distance_model == "pca_kmeans" and config.lags * n_channels == 1:
         outputs.remove("spe")  # identically zero with one feature
-    return ["lstm_ae", *outputs, "iqr", "range"]
+    return ["lstm_ae", *outputs, "iqr", "range", *long_shape_blocks(config)]
 
 
 def check_resolved(config: FitConfig, n_channels: int) -> None:
@@ -205,6 +213,14 @@ def check_resolved(config: FitConfig, n_channels: int) -> None:
         raise InputError(
             f"--lag-memory {config.lag_memory} must exceed --lag-memory-gap "
             f"{config.lag_memory_gap}")
+    if any(block < 1 for block in config.long_shapes or ()):
+        raise InputError(f"--long-shapes {','.join(map(str, config.long_shapes or ()))}: each "
+                         "block must be at least 1 row")
+    spans = [block * config.long_shape_blocks for block in config.long_shapes or ()]
+    if spans and config.long_shape_memory <= max(spans):
+        raise InputError(
+            f"--long-shape-memory {config.long_shape_memory} must exceed the longest shape's "
+            f"{max(spans)} rows (the shapes overlapping the current one are left out)")
     for name in ("smoothing", "trigger", "release", "epochs"):
         if getattr(config, name) < 1:
             raise InputError(f"--{name} must be at least 1")

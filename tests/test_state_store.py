@@ -16,6 +16,7 @@ import pytest
 from edge.agent import Agent
 from edge.bundle import (
     LikelihoodSpec,
+    LongShapeSpec,
     Manifest,
     MemorySpec,
     RangeSpec,
@@ -44,20 +45,27 @@ THRESHOLDS = {"lstm": 1.0, "euclidean": 1.0, "mahalanobis": 1.0}
 
 
 def stateful(manifest: Manifest, history: int = 200) -> Manifest:
-    """The fixture manifest with a memory and a likelihood on `euclidean` and a range scorer."""
+    """The fixture manifest with a memory and a likelihood on `euclidean`, a range scorer and
+    a long shape."""
     scorers = [s.model_copy(update={
         "memory": MemorySpec(lags=LAGS, size=120, gap=5, k=2),
         "likelihood": LikelihoodSpec(short=5, history=history, min_history=20)})
         if s.name == "euclidean" else s for s in manifest.scorers]
     scorers.append(ScorerSpec(name="range", kind="range",
                               threshold=Threshold(value=0.1, method="tolerance")))
+    scorers.append(ScorerSpec(
+        name="long_shape_12", kind="long_shape", long_shape=LongShapeSpec(block=3, blocks=4),
+        memory=MemorySpec(lags=4, size=100, gap=12, k=2),
+        likelihood=LikelihoodSpec(short=5, history=history, min_history=20),
+        threshold=Threshold(value=3.0, method="likelihood")))
     return manifest.model_copy(update={
         "scorers": scorers, "range": RangeSpec(low=[-2.0] * CHANNELS, high=[2.0] * CHANNELS)})
 
 
 def step(state: ScoreState, rows: np.ndarray, vectors: np.ndarray) -> dict[str, np.ndarray]:
     raw = {"euclidean": np.sqrt(np.square(vectors).sum(axis=1)),
-           "range": state.range_excess(rows)}
+           "range": state.range_excess(rows),
+           "long_shape_12": state.long_shape_distance("long_shape_12", rows)}
     return state.apply(raw, vectors)
 
 
@@ -74,14 +82,15 @@ def test_a_snapshot_taken_back_continues_to_the_bit() -> None:
     first = ScoreState(manifest)
     step(first, rows[:250], vectors[:250])
     saved = first.snapshot()
-    assert {k.split(".")[0] for k in saved} == {"memory", "likelihood", "range"}
+    assert {k.split(".")[0] for k in saved} == {"memory", "likelihood", "range", "long_shape"}
     second = ScoreState(manifest)
     second.restore(saved)
     rest = step(second, rows[250:], vectors[250:])
-    for name in ("euclidean", "range"):
+    for name in ("euclidean", "range", "long_shape_12"):
         assert np.array_equal(rest[name], whole[name][250:])
     fresh = step(ScoreState(manifest), rows[250:], vectors[250:])
-    assert not np.array_equal(fresh["euclidean"], whole["euclidean"][250:])  # it mattered
+    for name in ("euclidean", "long_shape_12"):
+        assert not np.array_equal(fresh[name], whole[name][250:])  # it mattered
 
 
 def test_a_state_that_does_not_fit_is_refused_and_leaves_the_state_as_it_was() -> None:

@@ -110,7 +110,9 @@ def test_recipes_by_channel_count_and_explicit_options_win() -> None:
     assert multi.cooldown_windows == 0 and multi.smoothing is not None
     uni = resolve(FitConfig(), 1)
     assert (uni.recipe, uni.distance_model, uni.lags) == ("univariate", "lag_kmeans", 8)
-    assert uni.ensemble_members == ("lag_distance_8", "lag_distance_4", "range")
+    assert uni.ensemble_members == ("lag_distance_8", "lag_distance_4", "range",
+                                    "long_shape_64", "long_shape_128", "long_shape_256")
+    assert multi.long_shapes == () and uni.long_shapes == (8, 16, 32)
     assert uni.likelihood_scorers == ("lag_distance_8", "lag_distance_4")
     assert (uni.trigger, uni.release, uni.cooldown_windows) == (1, 1, 150)
     forced = resolve(FitConfig(recipe="univariate", smoothing=3), 8)
@@ -127,10 +129,17 @@ def test_recipes_by_channel_count_and_explicit_options_win() -> None:
         resolve(FitConfig(lag_scales=(20,)), 1)  # lags: at most the window (16)
     with pytest.raises(InputError, match="--likelihood-scorers nope"):
         resolve(FitConfig(likelihood_scorers=("nope",)), 1)
+    with pytest.raises(InputError, match="--long-shape-memory 256 must exceed the longest "
+                       "shape's 256 rows"):
+        resolve(FitConfig(long_shape_memory=256), 1)
+    with pytest.raises(InputError, match="--long-shapes 8,0: each block must be at least 1"):
+        resolve(FitConfig(long_shapes=(8, 0)), 1)
+    with pytest.raises(InputError, match="--ensemble-members long_shape_64: choose among"):
+        resolve(FitConfig(ensemble_members=("long_shape_64",)), 8)  # none with 8 channels
 
 
 def test_a_schema_1_manifest_still_loads() -> None:
-    """Schemas 2 to 4 only added optional fields and kinds; an agent of this release reads 1."""
+    """Schemas 2 to 5 only added optional fields and kinds; an agent of this release reads 1."""
     manifest = {
         "schema_version": 1, "name": "old", "version": "1", "created": "2026-01-01T00:00:00Z",
         "channels": ["a"], "sample_period_s": 1.0, "window": {"length": 4},
@@ -146,4 +155,4 @@ def test_a_schema_1_manifest_still_loads() -> None:
     }
     parsed = parse_manifest(json.dumps(manifest).encode())
     assert parsed.decision.cooldown_windows == 0 and parsed.scorers[0].likelihood is None
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5

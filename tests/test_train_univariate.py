@@ -51,13 +51,20 @@ def univariate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_the_recipe_writes_a_memory_on_each_lag_distance(univariate: tuple[Path, Path]
                                                          ) -> None:
     m = load_bundle(univariate[1]).manifest
-    assert m.schema_version == SCHEMA_VERSION == 4
+    assert m.schema_version == SCHEMA_VERSION == 5
     lag = {s.name: s for s in m.scorers if s.name.startswith("lag_distance_")}
     assert sorted(lag) == ["lag_distance_4", "lag_distance_8"]
     for name, scorer in lag.items():
         assert scorer.memory is not None and scorer.likelihood is not None
         assert (scorer.memory.lags, scorer.memory.size) == (int(name.rsplit("_", 1)[1]), 3000)
-    assert all(s.memory is None for s in m.scorers if s.name not in lag)
+    shapes = {s.name: s for s in m.scorers if s.kind == "long_shape"}
+    assert sorted(shapes) == ["long_shape_128", "long_shape_256", "long_shape_64"]
+    for name, scorer in shapes.items():
+        assert scorer.long_shape is not None and scorer.memory is not None
+        span = scorer.long_shape.block * scorer.long_shape.blocks
+        assert name == f"long_shape_{span}" and scorer.memory.gap == span
+        assert scorer.likelihood is not None and scorer.threshold.value == 3.0
+    assert all(s.memory is None for s in m.scorers if s.name not in lag | shapes)
 
 
 def test_recurring_bursts_stop_alerting_and_a_one_off_fault_still_does(
@@ -66,7 +73,8 @@ def test_recurring_bursts_stop_alerting_and_a_one_off_fault_still_does(
     table = read_table(csv)
     bundle = load_bundle(bundle_dir)
     frozen = dataclasses.replace(bundle, manifest=bundle.manifest.model_copy(update={
-        "scorers": [s.model_copy(update={"memory": None}) for s in bundle.manifest.scorers]}))
+        "scorers": [s.model_copy(update={"memory": None}) if s.kind == "distance" else s
+                    for s in bundle.manifest.scorers]}))
     remembering = alert_starts(replay_table(ScoringEngine(bundle), table))
     forgetting = alert_starts(replay_table(ScoringEngine(frozen), table))
     for starts in (remembering, forgetting):
@@ -104,3 +112,30 @@ def test_a_larger_copy_of_a_learned_burst_alerts_through_the_range(
         "ensemble": m.ensemble.model_copy(update={"members": members})}))
     later = alert_starts(replay_table(ScoringEngine(shape_only), table))
     assert not later[taller : taller + 4].any()  # the shapes see it only once it has passed
+
+
+def test_a_missing_cycle_alerts_through_the_long_shapes(
+        univariate: tuple[Path, Path], tmp_path: Path) -> None:
+    """One cycle of the sine stays at its trough: every 8 rows of it look like a trough the
+    device knows, so neither the lag distances nor the range see it; the shape of the last
+    few hundred rows is new."""
+    csv, bundle_dir = univariate
+    first = 1116  # a trough of the 144-row sine, after the spike and before the bursts
+    lines = csv.read_text().splitlines()
+    rng = np.random.default_rng(3)
+    for i in range(first, first + 144):
+        stamp, _ = lines[1 + i].split(",")
+        lines[1 + i] = f"{stamp},{15 + rng.normal(0, 0.4):.4f}"
+    (tmp_path / "missing.csv").write_text("\n".join(lines) + "\n")
+    table = read_table(tmp_path / "missing.csv")
+    bundle = load_bundle(bundle_dir)
+    m = bundle.manifest
+    around = slice(first, first + 144 + 128)
+    result = replay_table(ScoringEngine(bundle), table)
+    assert alert_starts(result)[around].any()
+    shapes = [s.name for s in m.scorers if s.kind == "long_shape"]
+    assert max(np.nanmax(result.scorers[n][around]) for n in shapes) >= 1.0
+    members = [n for n in m.ensemble.members if n not in shapes]
+    without = dataclasses.replace(bundle, manifest=m.model_copy(update={
+        "ensemble": m.ensemble.model_copy(update={"members": members})}))
+    assert not alert_starts(replay_table(ScoringEngine(without), table))[around].any()

@@ -166,8 +166,9 @@ def runtime_costs(bundle_dir: Path, csv: Path, keras_path: Path) -> dict[str, An
 
 
 def memory_cost(bundle_dir: Path, csv: Path, windows: int = 400) -> dict[str, Any]:
-    """Per-window cost of a one-channel bundle's engine with its device memory (full, after
-    as many windows as it holds) against the same engine without the memory, same windows."""
+    """Per-window cost of a one-channel bundle's engine with its device memories (full, after
+    as many windows as they hold), against the same engine without the long shapes, and
+    without them and the lag memories, on the same windows."""
     import dataclasses
 
     from edge.bundle import load_bundle
@@ -185,10 +186,18 @@ def memory_cost(bundle_dir: Path, csv: Path, windows: int = 400) -> dict[str, An
     ends = np.arange(length - 1, min(len(scaled), length - 1 + held + windows), dtype=np.int64)
     all_windows = windows_at(scaled, ends, length)
     warm, timed = all_windows[:-windows], all_windows[-windows:]
-    frozen = dataclasses.replace(bundle, manifest=m.model_copy(update={"scorers": [
-        s.model_copy(update={"memory": None}) for s in m.scorers]}))
-    out: dict[str, Any] = {"file": csv.name, "memory_size": held, "windows": len(timed)}
-    for name, variant in (("with_memory", bundle), ("without_memory", frozen)):
+    shapes = {s.name for s in m.scorers if s.kind == "long_shape"}
+    no_shapes = m.model_copy(update={
+        "scorers": [s for s in m.scorers if s.name not in shapes],
+        "ensemble": m.ensemble.model_copy(update={"members": [
+            n for n in m.ensemble.members if n not in shapes]})})
+    frozen = no_shapes.model_copy(update={"scorers": [
+        s.model_copy(update={"memory": None}) for s in no_shapes.scorers]})
+    out: dict[str, Any] = {"file": csv.name, "memory_size": held, "windows": len(timed),
+                           "long_shapes": len(shapes)}
+    for name, variant in (("with_memory", bundle),
+                          ("without_long_shapes", dataclasses.replace(bundle, manifest=no_shapes)),
+                          ("without_memory", dataclasses.replace(bundle, manifest=frozen))):
         engine = ScoringEngine(variant, threads=1)
         state = engine.new_state()
         engine.score_windows(warm, state)  # fills the memory (and the likelihood history)

@@ -79,14 +79,18 @@ SKAB_VARIANTS: dict[str, dict[str, Any]] = {
     "lstm_ae alone, int8": {"members": ["lstm_ae"]},
     "lstm_ae alone, float": {"members": ["lstm_ae"], "float": True},
 }
+LONG_SHAPES = ["long_shape_64", "long_shape_128", "long_shape_256"]
 NAB_VARIANTS: dict[str, dict[str, Any]] = {
     "as fitted": {},
-    "without the range member": {"members": ["lag_distance_8", "lag_distance_4"]},
+    "without the long shapes": {"members": ["lag_distance_8", "lag_distance_4", "range"]},
+    "without the range member": {"members": ["lag_distance_8", "lag_distance_4",
+                                             *LONG_SHAPES]},
     "without the device memory": {"no_memory": True},
     "+ lstm_ae member (max)": {
-        "members": ["lag_distance_8", "lag_distance_4", "range", "lstm_ae"]},
+        "members": ["lag_distance_8", "lag_distance_4", "range", *LONG_SHAPES, "lstm_ae"]},
     "+ lstm_ae with likelihood": {"members": ["lag_distance_8", "lag_distance_4", "range",
-                                              "lstm_ae"], "lstm_likelihood": True},
+                                              *LONG_SHAPES, "lstm_ae"],
+                                  "lstm_likelihood": True},
 }
 
 
@@ -127,17 +131,22 @@ def _variant_engine(bundle_dir: Path, changes: dict[str, Any], csv: Path,
         scorers = _with(scorers, "threshold", lambda t: {
             "value": t.value * changes["threshold_scale"]}, lambda s: s.name in members)
     if changes.get("no_memory"):  # the lag distances without the device's memory
-        scorers = [s.model_copy(update={"memory": None}) for s in scorers]
-    if "memory" in changes:  # the memory's size, gap or k
-        scorers = _with(scorers, "memory", lambda _: changes["memory"])
+        scorers = [s.model_copy(update={"memory": None}) if s.kind == "distance" else s
+                   for s in scorers]
+    if "memory" in changes:  # the lag memory's size, gap or k
+        scorers = _with(scorers, "memory", lambda _: changes["memory"],
+                        lambda s: s.kind == "distance")
     if "likelihood" in changes:  # the likelihood step's short, history or min_history
         scorers = _with(scorers, "likelihood", lambda _: changes["likelihood"])
     if "range_tolerance" in changes:  # the range scorer's threshold
         scorers = _with(scorers, "threshold", lambda _: {"value": changes["range_tolerance"]},
                         lambda s: s.kind == "range")
-    if "z" in changes:  # the threshold on the likelihood's z
+    if "z" in changes:  # the threshold on the lag distances' likelihood z
         scorers = _with(scorers, "threshold", lambda _: {"value": changes["z"]},
-                        lambda s: s.likelihood is not None)
+                        lambda s: s.likelihood is not None and s.kind == "distance")
+    if "long_shape_z" in changes:  # the threshold on the long shapes' likelihood z
+        scorers = _with(scorers, "threshold", lambda _: {"value": changes["long_shape_z"]},
+                        lambda s: s.kind == "long_shape")
     if changes.get("lstm_likelihood"):
         step = next(s.likelihood for s in scorers if s.likelihood is not None)
         scorers = [s.model_copy(update={"likelihood": step, "threshold": next(
@@ -249,7 +258,14 @@ def nab_grid(base: dict[str, Any]) -> dict[str, dict[str, Any]]:
     away from it, as in `export/recipes.py`), replayed on the same bundles."""
     out: dict[str, dict[str, Any]] = {"as fitted": base, "without the device memory": {
         **base, "no_memory": True}, "without the range member": {
-        **base, "members": ["lag_distance_8", "lag_distance_4"]}}
+        **base, "members": ["lag_distance_8", "lag_distance_4", *LONG_SHAPES]},
+        "without the long shapes": {
+        **base, "members": ["lag_distance_8", "lag_distance_4", "range"]}}
+    for z in (2.5, 3.5):
+        out[f"long-shape z {z}"] = {**base, "long_shape_z": z}
+    for shapes in (LONG_SHAPES[:2], LONG_SHAPES[1:]):
+        out[f"long shapes {', '.join(n.rsplit('_', 1)[1] for n in shapes)} only"] = {
+            **base, "members": ["lag_distance_8", "lag_distance_4", "range", *shapes]}
     for tolerance in (0.05, 0.2):
         out[f"range tolerance {tolerance}"] = {**base, "range_tolerance": tolerance}
     for size, gap, k in ((2000, 50, 2), (4000, 50, 2), (3000, 35, 2), (3000, 75, 2),

@@ -101,11 +101,15 @@ def device_section(device: dict[str, Any]) -> list[str]:
                   f"{agent['steady']['readings']} readings.", ""]
     memory = device.get("memory")
     if memory:
-        lines += [f"One-channel engine (`{memory['file']}`'s bundle, its memory full with "
-                  f"{memory['memory_size']} lag vectors), one window at a time over "
+        shapes = memory.get("without_long_shapes")
+        lines += [f"One-channel engine (`{memory['file']}`'s bundle, its memories full with "
+                  f"{memory['memory_size']} vectors each), one window at a time over "
                   f"{memory['windows']} windows: p50 {memory['with_memory']['p50_ms']:.3f} ms "
-                  f"with the device memory, {memory['without_memory']['p50_ms']:.3f} ms "
-                  f"without ({memory['ratio_p50']}x).", ""]
+                  f"as fitted"
+                  + (f", {shapes['p50_ms']:.3f} ms without its {memory['long_shapes']} long "
+                     "shapes" if shapes else "")
+                  + f", {memory['without_memory']['p50_ms']:.3f} ms without them and the lag "
+                  f"memories ({memory['ratio_p50']}x).", ""]
     if device.get("nab_replay_rows_per_s"):
         lines += [f"NAB replays (one channel, while the other worker was fitting): "
                   f"{device['nab_replay_rows_per_s']:,.0f} rows/s over "
