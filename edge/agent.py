@@ -257,12 +257,17 @@ class Agent:
         if self.config.metrics.enabled:
             self.metrics.maybe_publish(now)
         if now - self._state_saved >= self.config.state.save_every_s:
-            self.save_state()
+            self.save_state(background=True)
 
-    def save_state(self) -> None:
-        """Write every device's scoring state (`[state] path`), if kept."""
+    def save_state(self, background: bool = False) -> None:
+        """Write every device's scoring state (`[state] path`), if kept; `background`: the
+        snapshot now, the writing on a worker thread (`StateStore.save_in_background`)."""
         self._state_saved = time.monotonic()
-        if self.state is not None:
+        if self.state is None:
+            return
+        if background:
+            self.state.save_in_background(self.gateway.states(), self.gateway.saved)
+        else:
             self.state.save(self.gateway.states(), self.gateway.saved)
 
     def apply_reload(self, result: ReloadResult) -> None:

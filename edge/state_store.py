@@ -10,12 +10,18 @@ another bundle, a damaged one or one that does not fit is skipped with a warning
 start afresh, as they would without a file. A device not heard from since the restart keeps its
 saved state in the file until it is. Writes go to a temporary file first and replace the old
 one in one step, so a power cut mid-write leaves the previous state.
+
+The agent's periodic saves take the snapshot on its loop (copies of the arrays, so the file
+holds one moment of every device) and write it on a worker thread: a univariate device's
+state is about 1.7 MB, and writing and syncing tens of them to an SD card would stall the loop.
+The save at shutdown writes in the caller's thread, after any write still running.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -37,6 +43,7 @@ class StateStore:
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = Path(path)
         self.key = depends_on(manifest)
+        self._writer: threading.Thread | None = None
 
     def rebind(self, manifest: Manifest) -> None:
         """A reloaded bundle: states saved from now on belong to it."""
@@ -66,12 +73,37 @@ class StateStore:
              unclaimed: dict[str, Arrays] | None = None) -> None:
         """Write every device's state (atomically), and `unclaimed` saved states of devices not
         heard from since the start, as they were; an OSError is logged, not raised."""
+        self.wait()
+        self._write(self._arrays(states, unclaimed))
+
+    def save_in_background(self, states: dict[str, ScoreState],
+                           unclaimed: dict[str, Arrays] | None = None) -> bool:
+        """`save`, the snapshot taken now and written on a worker thread; False (nothing taken)
+        while the previous write is still running."""
+        if self._writer is not None and self._writer.is_alive():
+            return False
+        arrays = self._arrays(states, unclaimed)
+        self._writer = threading.Thread(target=self._write, args=(arrays,),
+                                        name="state-writer", daemon=True)
+        self._writer.start()
+        return True
+
+    def wait(self) -> None:
+        """Until the background write, if any, has finished."""
+        if self._writer is not None:
+            self._writer.join()
+
+    def _arrays(self, states: dict[str, ScoreState],
+                unclaimed: dict[str, Arrays] | None) -> Arrays:
         arrays: Arrays = {KEY: np.array(self.key)}
         for device, saved in (unclaimed or {}).items():
             if device not in states:
                 arrays.update({f"{device}/{k}": v for k, v in saved.items()})
         for device, state in states.items():
             arrays.update({f"{device}/{k}": v for k, v in state.snapshot().items()})
+        return arrays
+
+    def _write(self, arrays: Arrays) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -134,6 +134,44 @@ def test_the_file_belongs_to_one_bundle(tmp_path: Path, caplog: pytest.LogCaptur
     assert "not saved" in messages
 
 
+def test_a_background_save_writes_the_moment_it_was_asked_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot is taken on the caller's thread: a device that moves on while the file is
+    written is saved as it was. While a write runs, another is declined, and `save` waits
+    for it."""
+    import threading
+
+    manifest = stateful(make_manifest(FILES, THRESHOLDS, CHANNELS, 16))
+    rows, vectors = stream(120)
+    state = ScoreState(manifest)
+    step(state, rows[:60], vectors[:60])
+    then = state.snapshot()
+    store = StateStore(tmp_path / "s.npz", manifest)
+    release, writing = threading.Event(), threading.Event()
+    write = store._write
+
+    def slow_write(arrays: dict[str, np.ndarray]) -> None:
+        writing.set()
+        release.wait(10)
+        write(arrays)
+
+    monkeypatch.setattr(store, "_write", slow_write)
+    assert store.save_in_background({"pod": state})
+    assert writing.wait(10)
+    step(state, rows[60:], vectors[60:])  # the device moves on while the file is written
+    assert not store.save_in_background({"pod": state})  # one write at a time
+    assert not (tmp_path / "s.npz").exists()
+    release.set()
+    store.wait()
+    loaded = store.load()["pod"]
+    assert loaded.keys() == then.keys()
+    assert all(np.array_equal(loaded[k], v) for k, v in then.items())
+    assert not all(np.array_equal(loaded[k], v) for k, v in state.snapshot().items())
+    monkeypatch.setattr(store, "_write", write)
+    store.save({"pod": state})
+    assert all(np.array_equal(store.load()["pod"][k], v) for k, v in state.snapshot().items())
+
+
 def test_the_gateway_takes_a_device_state_back_on_first_sight(agent_bundle: Path,
                                                               tmp_path: Path) -> None:
     from edge.engine import ScoringEngine
@@ -192,7 +230,9 @@ def test_a_restarted_agent_does_not_alert_again_on_a_level_it_accepted(
     first = agent(str(tmp_path / "state.npz"))
     assert feed(first, rows, now)[:1] == ["start"]  # the record alerts
     first.gateway.close("shutdown")
-    first.save_state()
+    first.save_state(background=True)  # the periodic save: written on a worker thread
+    assert first.state is not None
+    first.state.wait()
     first.outbox.close()
     again = rows[40:80]  # the same readings again, the record among them
     quiet = agent(str(tmp_path / "state.npz"))  # a run that never hears from the device
