@@ -303,7 +303,8 @@ class FitConfig:
     lag_memory_k: int = field(
         default=2,
         metadata=_meta(
-            "lag_kmeans memory: a pattern counts as known once seen about this many times",
+            "lag_kmeans memory and long shapes: a pattern counts as known once seen about "
+            "this many times",
             "models"),
     )
     long_shapes: tuple[int, ...] | None = field(
