@@ -28,6 +28,10 @@ explicitly is kept. Every figure below is measured with the real pipeline (`fit_
   either way. The running `range` is scored but no member here: as a second member it gives
   SKAB F1 0.860, FAR 8.7%, MAR 18.9% (replayed on the same bundles), but on the pods it
   catches 14 of 28 with 2 false alarms, a weather-driven record on one sensor being no fault.
+  The long shapes (`--long-shapes 8,16,32`, as members) are scored only when asked for:
+  SKAB F1 0.856, FAR 9.6%, MAR 18.9% (fresh fits, `quality.py skab --configs
+  after,long-shapes`), close to the 10% FAR bound; pods 14 of 28 with no false alarm at the
+  1.2 margin, the one more a drift, but 17 with 5 at 1.1 against 16 with 2.
 - univariate (1 channel): `lag_kmeans`: distances of the last 8 and the last 4 scaled values
   (median, IQR/1.349 but at least 0.5 sd, no transform) to the nearest of 16 KMeans centroids,
   or to the device's own recent lag vectors where those are nearer (its memory: the 2nd

@@ -28,7 +28,10 @@ MARGINS = (1.2, 1.1, 1.0, 0.9, 0.8)  # x the largest held-out score
 CONFIGS: dict[str, dict[str, Any]] = {
     "recipe": {}, "twin features": {"twin_features": True},
     # the running range as a second member (its tolerance scales with the margin too)
-    "+ range member": {"ensemble_members": ("window_mahalanobis", "range")}}
+    "+ range member": {"ensemble_members": ("window_mahalanobis", "range")},
+    # the univariate recipe's long shapes as members (their z threshold scales too)
+    "+ long shapes": {"long_shapes": (8, 16, 32), "ensemble_members": (
+        "window_mahalanobis", "long_shape_64", "long_shape_128", "long_shape_256")}}
 
 
 def alert_runs(active: np.ndarray) -> list[tuple[int, int]]:
