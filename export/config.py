@@ -545,7 +545,7 @@ class FitConfig:
         default=None,
         metadata=_meta(
             "decision: scored windows after an alert ends before a new one (recipe: "
-            "multivariate 0, univariate 100)",
+            "multivariate 0, univariate 150)",
             "decision",
             parse=int,
             metavar="N",
