@@ -19,12 +19,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-SCHEMA_VERSION = 5  # what this trainer writes
+from edge.scorers.registry import AnyScorerSpec, scorer_class
+from edge.scorers.spec import (
+    IqrSpec,
+    LikelihoodSpec,
+    LongShapeSpec,
+    MemorySpec,
+    RangeSpec,
+    ScorerSpec,
+    Threshold,
+)
+from edge.scorers.spec import Strict as _Strict
+
+SCHEMA_VERSION = 6  # what this trainer writes
 # 2 added optional fields (scorer likelihood, cooldown_windows) only; 3 the scorer memory only;
-# 4 the `range` scorer kind and the training range only; 5 the `long_shape` scorer kind only
-READABLE_SCHEMAS = (1, 2, 3, 4, 5)
+# 4 the `range` scorer kind and the training range only; 5 the `long_shape` scorer kind only;
+# 6 the `flat` scorer kind and `lstm_ae.trusted` (absent: trusted) only
+READABLE_SCHEMAS = (1, 2, 3, 4, 5, 6)
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 
@@ -33,8 +46,10 @@ class BundleError(Exception):
     """A bundle that must not be loaded; the message says which file and why."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+__all__ = [  # the scorer specs live in edge.scorers.spec; the bundle's users find them here
+    "IqrSpec", "LikelihoodSpec", "LongShapeSpec", "MemorySpec", "RangeSpec", "ScorerSpec",
+    "Threshold",
+]
 
 
 class ChannelPreprocess(_Strict):
@@ -80,91 +95,14 @@ class ModelFile(_Strict):
     weights_dtype: str = "float32"
 
 
-class Threshold(_Strict):
-    value: float = Field(gt=0)
-    method: str = Field(description="quantile | iqr | pot | bhattacharyya | fence")
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class LikelihoodSpec(_Strict):
-    """Anomaly likelihood (HTM style), kept per device: how unusual the recent raw scores are
-    against this device's own history of them (see `edge.likelihood`)."""
-
-    short: int = Field(20, ge=1, description="windows in the recent mean of log scores")
-    history: int = Field(
-        20000, ge=2, le=100_000,
-        description="windows of log-score history behind the mean and deviation")
-    min_history: int = Field(
-        150, ge=1, description="the likelihood is 0 until this many windows were scored")
-    floor: float = Field(1e-6, gt=0, description="raw scores are floored at this before the log")
-    min_variance: float = Field(
-        1e-4, gt=0, description="floor of the history's variance of log scores")
-
-    @model_validator(mode="after")
-    def _fits(self) -> LikelihoodSpec:
-        if self.short > self.history or self.min_history > self.history:
-            raise ValueError("short and min_history cannot exceed history")
-        return self
-
-
-class MemorySpec(_Strict):
-    """Recent-pattern memory, kept per device: a distance scorer's raw score becomes
-    min(raw, distance to the k-th nearest of the device's own recent lag vectors), so that a
-    pattern the device keeps seeing after training stops alerting (see `edge.memory`)."""
-
-    lags: int = Field(ge=1, description="rows of the distance input compared (its last ones)")
-    size: int = Field(3000, ge=2, le=100_000, description="lag vectors remembered per device")
-    gap: int = Field(
-        50, ge=1, description="the most recent windows left out (they overlap the current one)")
-    k: int = Field(2, ge=1, description="a pattern is known once seen about k times")
-
-    @model_validator(mode="after")
-    def _fits(self) -> MemorySpec:
-        if self.gap >= self.size:
-            raise ValueError("gap must be smaller than size")
-        return self
-
-
-class LongShapeSpec(_Strict):
-    """A long shape: the means of the last `blocks` blocks of `block` rows (see
-    `edge.long_shape`)."""
-
-    block: int = Field(ge=1, description="rows averaged into one block")
-    blocks: int = Field(8, ge=1, description="blocks in one shape")
-
-
-class ScorerSpec(_Strict):
-    """One score, higher = more anomalous, normalised on the device as score / threshold.
-
-    kind `lstm_ae`: mean squared reconstruction error of the TFLite autoencoder over the window.
-    kind `distance`: one output (`output`) of the ONNX distance model.
-    kind `iqr`: the largest Tukey-fence excess over channels, already in fence units.
-    kind `range`: how far the newest row lies beyond the range of every row the device has
-    seen (`range`, the training rows' to start with), in range widths, largest over channels.
-    kind `long_shape`: the distance of the device's last `long_shape.block x blocks` rows,
-    as block means, to the k-th nearest such shape it saw before (`memory`, required).
-
-    With `memory`, the raw score is first lowered to the distance to the device's own recent
-    lag vectors where that is smaller. With `likelihood`, the raw score then goes through the
-    device's likelihood step and the threshold applies to its output (a z value).
-    """
-
-    name: str
-    kind: Literal["lstm_ae", "distance", "iqr", "range", "long_shape"]
-    output: str | None = None
-    threshold: Threshold
-    likelihood: LikelihoodSpec | None = Field(
-        None, description="anomaly-likelihood step between the raw score and the threshold")
-    memory: MemorySpec | None = Field(
-        None, description="kind distance: the device's recent-pattern memory, before the "
-        "likelihood step; kind long_shape: the memory of long shapes the score comes from")
-    long_shape: LongShapeSpec | None = Field(None, description="kind long_shape: its shape")
-
-
 class LstmAeSpec(_Strict):
     model: str = "lstm_ae"
     reduce: Literal["mean", "last"] = Field(
         "mean", description="window error: mean over time steps, or the last step only")
+    trusted: bool = Field(
+        True, description="false when the quantised model failed its parity bound against the "
+        "float model (`parity`): it is scored and reported but no ensemble member, and alerts "
+        "are attributed to channels without it")
 
 
 class DistanceSpec(_Strict):
@@ -173,20 +111,6 @@ class DistanceSpec(_Strict):
     clip_inputs: bool = Field(
         True, description="clip inputs to +/- preprocess.clip; off when the model is built to "
         "measure the full size of a deviation")
-
-
-class IqrSpec(_Strict):
-    q1: list[float]
-    q3: list[float]
-    k: float = 1.5
-
-
-class RangeSpec(_Strict):
-    """Per channel, the lowest and highest training row (scaled units): where a device's
-    running range starts."""
-
-    low: list[float]
-    high: list[float]
 
 
 class Ensemble(_Strict):
@@ -231,13 +155,21 @@ class Manifest(_Strict):
     distance: DistanceSpec | None = None
     iqr: IqrSpec
     range: RangeSpec | None = None
-    scorers: list[ScorerSpec] = Field(min_length=1)
+    scorers: list[AnyScorerSpec] = Field(min_length=1)
     ensemble: Ensemble
     decision: Decision = Decision()
     files: dict[str, str] = Field(description="file name -> sha256 hex of every other file")
     parity: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("scorers", mode="before")
+    @classmethod
+    def _as_kinds(cls, value: Any) -> Any:
+        """A plain `ScorerSpec` (built by older code) is read as the spec of its kind."""
+        if isinstance(value, list):
+            return [v.model_dump() if type(v) is ScorerSpec else v for v in value]
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -255,35 +187,21 @@ class Manifest(_Strict):
         for model in self.models.values():
             if model.file not in self.files:
                 raise ValueError(f"model file {model.file!r} has no sha256 in `files`")
-        kinds = {s.kind for s in self.scorers}
-        if "lstm_ae" in kinds and (self.lstm_ae is None or self.lstm_ae.model not in self.models):
-            raise ValueError("an lstm_ae scorer needs `lstm_ae` and its model in `models`")
-        if "distance" in kinds and (
-            self.distance is None or self.distance.model not in self.models
-        ):
-            raise ValueError("a distance scorer needs `distance` and its model in `models`")
-        if "range" in kinds and (
-            self.range is None or len(self.range.low) != n or len(self.range.high) != n
-        ):
-            raise ValueError(f"a range scorer needs `range`: a low and a high per channel ({n})")
+        if self.lstm_ae is not None and not self.lstm_ae.trusted:
+            members = [s.name for s in self.scorers
+                       if s.kind == "lstm_ae" and s.name in self.ensemble.members]
+            if members:
+                raise ValueError(
+                    f"ensemble member {members[0]!r} is an LSTM autoencoder marked not trusted "
+                    "(lstm_ae.trusted false)")
         if self.distance is not None and self.distance.lags > self.window.length:
             raise ValueError("distance.lags cannot exceed window.length")
         for scorer in self.scorers:
-            if (scorer.kind == "long_shape") != (scorer.long_shape is not None):
-                raise ValueError(f"scorer {scorer.name!r}: `long_shape` goes with kind long_shape")
-            if scorer.kind == "long_shape":
-                if scorer.memory is None:
-                    raise ValueError(f"scorer {scorer.name!r}: a long_shape scorer needs `memory`")
-                continue
-            if scorer.memory is None:
-                continue
-            if scorer.kind != "distance" or self.distance is None:
+            kind = scorer_class(scorer)
+            if scorer.memory is not None and kind.memory_role == "none":
                 raise ValueError(
                     f"scorer {scorer.name!r}: only a distance or long_shape scorer has a memory")
-            if scorer.memory.lags > self.distance.lags:
-                raise ValueError(
-                    f"scorer {scorer.name!r}: memory.lags {scorer.memory.lags} exceeds "
-                    f"distance.lags {self.distance.lags}")
+            kind.check(scorer, self)
         return self
 
 

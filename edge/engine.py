@@ -1,16 +1,15 @@
-"""Score windows with a bundle: TFLite LSTM-AE, ONNX distances, IQR fences, the running
-range and the long shapes, then the ensemble.
+"""Score windows with a bundle: each scorer of the manifest (`edge.scorers`, one module per
+kind), its steps, then the ensemble.
 
 Every score is "higher = more anomalous" and is normalised by its calibrated threshold, so a
 normalised score >= 1 means over threshold. `score_windows` takes a batch so that replay can
 feed many windows at once; the live agent passes a batch of one. Both run this same code.
 
-The engine itself holds no per-device state and is shared by the devices of a gateway. A
-scorer with a `likelihood` step needs the history of its device: each device keeps a
-`ScoreState` (`new_state()`) and passes it with every batch, windows in stream order. A
-scorer with a `memory` (its device's recent lag vectors) needs it too, and so do a `range`
-scorer (the range of every row its device has seen) and a `long_shape` scorer (its recent
-rows and remembered long shapes).
+The engine loads the bundle's models once (TFLite LSTM-AE, ONNX distances) and holds no
+per-device state: it is shared by the devices of a gateway. Each device keeps a `ScoreState`
+(`new_state()`: its running range, memories, likelihood histories, ...) and passes it with
+every batch, windows in stream order. What several scorers use (the LSTM errors, the lag
+vectors, the ONNX outputs, the IQR excess) is computed once per batch and only when asked.
 """
 
 from __future__ import annotations
@@ -23,7 +22,8 @@ import numpy.typing as npt
 from edge.bundle import Bundle, Ensemble, Manifest
 from edge.runtimes.onnx import OnnxModel
 from edge.runtimes.tflite import TfliteModel
-from edge.score_state import ScoreState
+from edge.score_state import ScoreState, scorers_of
+from edge.scorers.base import Lazy, ScoringBatch
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -75,10 +75,11 @@ class ScoringEngine:
         self._iqr_q1, self._iqr_q3 = q1, q3
         self._iqr_width = np.maximum(m.iqr.k * (q3 - q1), 1e-9)
         self._thresholds = {s.name: s.threshold.value for s in m.scorers}
+        self.scorers = scorers_of(m)
 
     def new_state(self) -> ScoreState:
-        """Fresh per-device state for the bundle's stateful steps (memories, likelihoods)."""
-        return ScoreState(self.manifest)
+        """Fresh per-device state for the bundle's stateful scorers and steps."""
+        return ScoreState(self.manifest, self.scorers)
 
     def lstm_errors(self, windows: FloatArray) -> FloatArray:
         """Per-window, per-channel squared reconstruction error, shape (B, C).
@@ -116,34 +117,55 @@ class ScoringEngine:
         excess = np.maximum(rows - self._iqr_q3, self._iqr_q1 - rows)
         return np.asarray(excess / self._iqr_width)
 
-    def score_windows(self, windows: FloatArray, state: ScoreState | None = None) -> Scores:
+    def score_windows(self, windows: FloatArray, state: ScoreState | None = None,
+                      timestamps: FloatArray | None = None) -> Scores:
         """Score windows of shape (B, window, C) holding scaled, filled, unclipped rows.
 
         `state` is the device's (`new_state()`), the windows being its next ones in order;
-        without it, a bundle with likelihood steps treats the batch as a whole stream."""
-        raw: dict[str, FloatArray] = {}
+        without it, a bundle with stateful scorers treats the batch as a whole stream.
+        `timestamps` (B,) are the epoch seconds of each window's newest row (unknown: NaN,
+        and a scorer that needs the time of day leaves those windows unscored)."""
         state = state if state is not None else self.new_state()
-        channel_error = np.zeros((windows.shape[0], windows.shape[2]))
-        iqr_excess = self.iqr_excess(windows[:, -1, :])
-        outputs: dict[str, FloatArray] = {}
-        vectors = self.lag_vectors(windows) if self.onnx is not None else None
-        if vectors is not None:
-            outputs = self.distances(vectors)
-        for scorer in self.manifest.scorers:
-            if scorer.kind == "lstm_ae":
-                channel_error = self.lstm_errors(windows)
-                raw[scorer.name] = channel_error.mean(axis=1)
-            elif scorer.kind == "distance":
-                raw[scorer.name] = outputs[str(scorer.output)]
-            elif scorer.kind == "range":
-                raw[scorer.name] = state.range_excess(windows[:, -1, :])
-            elif scorer.kind == "long_shape":
-                raw[scorer.name] = state.long_shape_distance(scorer.name, windows[:, -1, :])
-            else:
-                raw[scorer.name] = iqr_excess.max(axis=1)
-        stepped = state.apply(raw, vectors)
+        shared = _Shared(self, windows)
+        times = (np.asarray(timestamps, dtype=np.float64) if timestamps is not None
+                 else np.full(windows.shape[0], np.nan))
+        batch = ScoringBatch(windows, times, shared)
+        raw, stepped = state.score(batch)
         normalized = {name: stepped[name] / self._thresholds[name] for name in raw}
         ensemble = combine(self.manifest.ensemble, normalized)
-        if self.tflite is None:
-            channel_error = np.square(windows[:, -1, :])
-        return Scores(raw, normalized, ensemble, channel_error, iqr_excess)
+        return Scores(raw, normalized, ensemble, shared.attribution(), shared.iqr_excess())
+
+
+class _Shared:
+    """The `SharedInputs` of one batch: each computed on first use, then kept."""
+
+    def __init__(self, engine: ScoringEngine, windows: FloatArray) -> None:
+        self.engine = engine
+        self.windows = windows
+        self._lstm = Lazy(lambda: engine.lstm_errors(windows))
+        self._vectors = Lazy(lambda: engine.lag_vectors(windows))
+        self._distances = Lazy(lambda: engine.distances(self.lag_vectors()))
+        self._iqr = Lazy(lambda: engine.iqr_excess(windows[:, -1, :]))
+
+    def lstm_errors(self) -> FloatArray:
+        return np.asarray(self._lstm.get())
+
+    def lag_vectors(self) -> FloatArray:
+        return np.asarray(self._vectors.get())
+
+    def distances(self) -> dict[str, FloatArray]:
+        return dict(self._distances.get())
+
+    def iqr_excess(self) -> FloatArray:
+        return np.asarray(self._iqr.get())
+
+    def attribution(self) -> FloatArray:
+        """(B, C) per-channel evidence for the alert's top channels: the LSTM errors when a
+        scorer asked for them, else the newest row's squared size (no autoencoder, or one
+        marked not trusted: `lstm_ae.trusted`), what the per-channel scorers measure."""
+        trusted = self.engine.manifest.lstm_ae is None or self.engine.manifest.lstm_ae.trusted
+        if self._lstm.done and trusted:
+            return self.lstm_errors()
+        if self.engine.tflite is None or not trusted:
+            return np.asarray(np.square(self.windows[:, -1, :]))
+        return np.zeros((self.windows.shape[0], self.windows.shape[2]))

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge.bundle import LongShapeSpec, MemorySpec
 from edge.memory import LagMemory
+from edge.scorers.spec import LongShapeSpec, MemorySpec
 
 FloatArray = npt.NDArray[np.float64]
 

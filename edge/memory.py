@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge.bundle import MemorySpec
+from edge.scorers.spec import MemorySpec
 
 FloatArray = npt.NDArray[np.float64]
 BLOCK = 64  # windows per distance block: two BLOCK x (size + BLOCK) float64 work arrays

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from edge.bundle import RangeSpec
+from edge.scorers.spec import RangeSpec
 
 FloatArray = npt.NDArray[np.float64]
 MIN_WIDTH = 1e-9  # a channel constant in training (scaled units) still gets a finite excess

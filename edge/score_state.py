@@ -1,13 +1,11 @@
-"""Per-device state of a bundle's stateful scoring steps.
+"""Per-device state of a bundle's scorers and their steps.
 
 `ScoringEngine` is shared by the devices of a gateway; each device holds one `ScoreState`
-and passes it with every batch of its windows, in stream order. For a scorer with a
-`memory`, its raw score becomes min(raw, distance to the device's recent lag vectors)
-(`edge.memory`); for one with a `likelihood`, the threshold then applies to its likelihood z
-(`edge.likelihood`), else to the raw score itself. A `range` scorer's raw score comes from the
-device's running range (`edge.running_range`), a `long_shape` scorer's from its long-shape
-memory (`edge.long_shape`). A raw score of NaN means "not scored yet" (a long shape before the
-device has seen enough rows): the likelihood step skips it and the scorer's value is 0.
+and passes it with every batch of its windows, in stream order. It is the parts each scorer
+asks for (`Scorer.new_state()`: a running range, long shapes, ...) and the parts of the steps
+its spec declares (`edge.scorers.steps`: lag-vector memories, likelihood histories), each
+under its snapshot prefix (`range`, `long_shape.<name>`, `memory.<name>`,
+`likelihood.<name>`), so a state file written before the scorer registry still restores.
 """
 
 from __future__ import annotations
@@ -16,16 +14,12 @@ import hashlib
 import json
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 from edge.bundle import Manifest
-from edge.likelihood import Likelihood
-from edge.long_shape import LongShape
-from edge.memory import LagMemory
-from edge.running_range import RunningRange
-
-FloatArray = npt.NDArray[np.float64]
+from edge.scorers.base import FloatArray, Scorer, ScoringBatch, Stateful
+from edge.scorers.registry import build
+from edge.scorers.steps import new_step_state, remembered, stepped
 
 
 def depends_on(manifest: Manifest) -> str:
@@ -38,35 +32,45 @@ def depends_on(manifest: Manifest) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-class ScoreState:
-    """The memories, likelihoods and running range of one device."""
+def scorers_of(manifest: Manifest) -> list[Scorer]:
+    """The device-side scorers of a bundle, in manifest order."""
+    return [build(spec, manifest) for spec in manifest.scorers]
 
-    def __init__(self, manifest: Manifest) -> None:
-        self.memories = {s.name: (s.memory.lags, LagMemory(s.memory)) for s in manifest.scorers
-                         if s.memory is not None and s.kind == "distance"}
-        self.steps = {s.name: Likelihood(s.likelihood) for s in manifest.scorers
-                      if s.likelihood is not None}
+
+class ScoreState:
+    """The stateful parts of one device's scorers, by scorer name."""
+
+    def __init__(self, manifest: Manifest, scorers: list[Scorer] | None = None) -> None:
         self._manifest = manifest
-        self.channels = len(manifest.channels)
-        ranged = any(s.kind == "range" for s in manifest.scorers)
-        self.range = (RunningRange(manifest.range)
-                      if ranged and manifest.range is not None else None)
-        self.long_shapes = {
-            s.name: LongShape(s.long_shape, s.memory, self.channels) for s in manifest.scorers
-            if s.long_shape is not None and s.memory is not None}
+        self._scorers = scorers if scorers is not None else scorers_of(manifest)
+        self.parts: dict[str, dict[str, Stateful]] = {
+            s.name: {**s.new_state(), **new_step_state(s.spec, s.memory_role == "step")}
+            for s in self._scorers}
 
     def __bool__(self) -> bool:
-        return bool(self.steps or self.memories or self.range or self.long_shapes)
+        return any(self.parts.values())
 
-    def _parts(self) -> list[tuple[str, Any]]:
-        parts: list[tuple[str, Any]] = [(f"memory.{n}", m) for n, (_, m) in self.memories.items()]
-        parts += [(f"likelihood.{n}", step) for n, step in self.steps.items()]
-        parts += [(f"long_shape.{n}", shape) for n, shape in self.long_shapes.items()]
-        return parts + ([("range", self.range)] if self.range is not None else [])
+    def of(self, scorer: str) -> dict[str, Stateful]:
+        return self.parts[scorer]
+
+    def score(self, batch: ScoringBatch) -> tuple[dict[str, FloatArray], dict[str, FloatArray]]:
+        """Each scorer's raw scores of the batch (this device's next windows) and the values
+        its threshold applies to (after its steps)."""
+        raw: dict[str, FloatArray] = {}
+        out: dict[str, FloatArray] = {}
+        for scorer in self._scorers:
+            parts = self.parts[scorer.name]
+            raw[scorer.name] = score = scorer.score(batch, parts)
+            lowered = remembered(scorer.spec, score, batch, parts, scorer.channels)
+            out[scorer.name] = stepped(scorer.spec, lowered, parts)
+        return raw, out
+
+    def _flat(self) -> dict[str, Stateful]:
+        return {key: part for parts in self.parts.values() for key, part in parts.items()}
 
     def snapshot(self) -> dict[str, npt.NDArray[Any]]:
         """Every part's state as named arrays (`edge.state_store` writes them to disk)."""
-        return {f"{name}.{key}": value for name, part in self._parts()
+        return {f"{name}.{key}": value for name, part in self._flat().items()
                 for key, value in part.snapshot().items()}
 
     def restore(self, saved: dict[str, npt.NDArray[Any]]) -> None:
@@ -76,47 +80,13 @@ class ScoreState:
         for key, value in saved.items():
             name, _, field = key.rpartition(".")
             grouped.setdefault(name, {})[field] = value
-        fresh = ScoreState(self._manifest)
-        parts = fresh._parts()
+        fresh = ScoreState(self._manifest, self._scorers)
+        parts = fresh._flat()
         try:
-            if set(grouped) != {name for name, _ in parts}:
-                raise ValueError(f"parts {sorted(grouped)}, expected {sorted(n for n, _ in parts)}")
-            for name, part in parts:
+            if set(grouped) != set(parts):
+                raise ValueError(f"parts {sorted(grouped)}, expected {sorted(parts)}")
+            for name, part in parts.items():
                 part.restore(grouped[name])
         except (KeyError, ValueError) as exc:
             raise ValueError(f"the saved state does not fit this bundle: {exc}") from exc
-        self.memories, self.steps, self.range = fresh.memories, fresh.steps, fresh.range
-        self.long_shapes = fresh.long_shapes
-
-    def range_excess(self, rows: FloatArray) -> FloatArray:
-        """The `range` scorer's raw score of the newest rows (B, C), in stream order."""
-        if self.range is None:
-            raise ValueError("this bundle has no range scorer")
-        return self.range.excess(rows)
-
-    def long_shape_distance(self, name: str, rows: FloatArray) -> FloatArray:
-        """Scorer `name`'s raw score of the newest rows (B, C), in stream order (NaN: not
-        scored yet)."""
-        return self.long_shapes[name].scores(rows)
-
-    def apply(self, raw: dict[str, FloatArray], lag_vectors: FloatArray | None = None
-              ) -> dict[str, FloatArray]:
-        """The value each scorer's threshold applies to. `lag_vectors` (B, lags * channels) are
-        the distance model's inputs, needed by scorers with a memory."""
-        out = dict(raw)
-        for name, (lags, memory) in self.memories.items():
-            if lag_vectors is None:
-                raise ValueError(f"scorer {name!r} has a memory: pass the lag vectors")
-            tail = lag_vectors[:, lag_vectors.shape[1] - lags * self.channels:]
-            out[name] = np.minimum(out[name], memory.distances(tail))
-        return {name: self._step(name, v) for name, v in out.items()}
-
-    def _step(self, name: str, raw: FloatArray) -> FloatArray:
-        scored = ~np.isnan(raw)
-        if name not in self.steps:
-            return raw if scored.all() else np.where(scored, raw, 0.0)
-        if scored.all():
-            return self.steps[name].update(raw)
-        out = np.zeros(raw.shape)
-        out[scored] = self.steps[name].update(raw[scored])
-        return out
+        self.parts = fresh.parts

@@ -35,16 +35,20 @@ class WindowScores:
 
 
 def score_file(
-    engine: ScoringEngine, scaled: FloatArray, ends: IntArray, batch: int = 1024
+    engine: ScoringEngine, scaled: FloatArray, ends: IntArray, batch: int = 1024,
+    timestamps: FloatArray | None = None,
 ) -> WindowScores:
     """Run the engine over the windows of `scaled` (rows already filled and scaled), as one
-    device would in that order (one likelihood state across the batches)."""
+    device would in that order (one likelihood state across the batches). `timestamps` (one
+    per row of `scaled`, epoch seconds) reach the scorers that need the time of day."""
     length = engine.manifest.window.length
     state = engine.new_state()
     parts = []
     for start in range(0, len(ends), batch):
-        windows = windows_at(scaled, ends[start : start + batch], length)
-        parts.append(engine.score_windows(windows, state))
+        picked = ends[start : start + batch]
+        windows = windows_at(scaled, picked, length)
+        times = timestamps[picked] if timestamps is not None else None
+        parts.append(engine.score_windows(windows, state, times))
     names = [s.name for s in engine.manifest.scorers]
 
     def cat(values: list[FloatArray], width: int | None = None) -> FloatArray:

@@ -126,8 +126,8 @@ def test_each_device_keeps_its_own_history(likelihood_bundle: Path) -> None:
         gateway.process(reading)
     gateway.process(Reading("b", 5000.0, dict(zip(names, rows[0].tolist(), strict=True))))
     a, b = gateway.pipelines["a"], gateway.pipelines["b"]
-    assert a.state.steps["euclidean"].count == 120 - 15
-    assert b.state.steps["euclidean"].count == 0  # still filling its window
+    assert a.state.of("euclidean")["likelihood.euclidean"].count == 120 - 15
+    assert b.state.of("euclidean")["likelihood.euclidean"].count == 0  # still filling its window
     same = engine  # a reload of identical models keeps the history
     gateway.swap_engine(same)
-    assert gateway.pipelines["a"].state.steps["euclidean"].count == 120 - 15
+    assert gateway.pipelines["a"].state.of("euclidean")["likelihood.euclidean"].count == 120 - 15

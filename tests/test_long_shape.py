@@ -95,13 +95,15 @@ def test_an_unscored_window_leaves_the_likelihood_alone() -> None:
     manifest = base.model_copy(update={"scorers": [*base.scorers, long_shape_scorer(spec)]})
     state = ScoreState(manifest)
     raw = np.array([np.nan, np.nan, 1.0, 2.0, 1.5, 1.0, 9.0, 1.2, 1.1, 1.3])
-    got = state.apply({"long_shape_12": raw})["long_shape_12"]
+    from edge.scorers.steps import stepped
+
+    got = stepped(manifest.scorers[-1], raw, state.of("long_shape_12"))
     alone = Likelihood(spec).update(raw[2:])
     assert got[:2].tolist() == [0.0, 0.0]
     assert np.array_equal(got[2:], alone) and np.abs(alone).max() > 0.1
     fed_nan = Likelihood(spec).update(raw)  # a NaN taken in would weigh on every later z
     assert not np.array_equal(fed_nan[2:], alone)
-    assert state.steps["long_shape_12"].count == 8
+    assert state.of("long_shape_12")["likelihood.long_shape_12"].count == 8
 
 
 def long_shape_scorer(likelihood: LikelihoodSpec | None = None) -> object:
@@ -118,7 +120,7 @@ def test_the_manifest_pairs_the_kind_with_its_shape_and_memory() -> None:
     files = {"lstm_ae.tflite": "0" * 64, "distance.onnx": "0" * 64}
     base = make_manifest(files, {"lstm": 1.0, "euclidean": 1.0, "mahalanobis": 1.0}, n=2,
                          window=8).model_dump()
-    scorer = long_shape_scorer().model_dump()  # type: ignore[attr-defined]
+    scorer = long_shape_scorer().model_dump()
     assert Manifest.model_validate({**base, "scorers": [*base["scorers"], scorer]})
     for change, message in (({"memory": None}, "a long_shape scorer needs `memory`"),
                             ({"long_shape": None}, "`long_shape` goes with kind long_shape"),

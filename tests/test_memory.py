@@ -121,7 +121,7 @@ def test_each_device_keeps_its_own_memory(agent_bundle: Path, tmp_path: Path) ->
     names = channel_names()
     for i, row in enumerate(normal_rows(60, seed=5)):
         gateway.process(Reading("a", 1000.0 + i, dict(zip(names, row.tolist(), strict=True))))
-    assert gateway.pipelines["a"].state.memories["euclidean"][1].count == 60 - 15
+    assert gateway.pipelines["a"].state.of("euclidean")["memory.euclidean"].count == 60 - 15
 
 
 def test_memory_lags_cannot_exceed_the_distance_inputs(agent_bundle: Path) -> None:

@@ -63,10 +63,11 @@ def stateful(manifest: Manifest, history: int = 200) -> Manifest:
 
 
 def step(state: ScoreState, rows: np.ndarray, vectors: np.ndarray) -> dict[str, np.ndarray]:
-    raw = {"euclidean": np.sqrt(np.square(vectors).sum(axis=1)),
-           "range": state.range_excess(rows),
-           "long_shape_12": state.long_shape_distance("long_shape_12", rows)}
-    return state.apply(raw, vectors)
+    from tests.scorers.harness import rows_batch, stepped
+
+    euclidean = np.sqrt(np.square(vectors).sum(axis=1))
+    return stepped(state, rows_batch(rows, lag_vectors=vectors,
+                                     distances={"euclidean": euclidean}))
 
 
 def stream(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -178,15 +179,17 @@ def test_the_gateway_takes_a_device_state_back_on_first_sight(agent_bundle: Path
 
     bundle = load_bundle(ranged_bundle(agent_bundle, tmp_path))
     engine = ScoringEngine(bundle)
+    from tests.scorers.harness import rows_batch
+
     donor = engine.new_state()
-    donor.range_excess(np.full((1, CHANNELS), 9.0))
+    donor.score(rows_batch(np.full((1, CHANNELS), 9.0)))
     gateway = Gateway(engine, saved={"pod": donor.snapshot(), "gone": {"x.y": np.zeros(1)}})
     pipeline = gateway.pipeline("pod")
-    assert pipeline is not None and pipeline.state.range is not None
-    assert pipeline.state.range.high.tolist() == [9.0] * CHANNELS
+    assert pipeline is not None
+    assert pipeline.state.of("range")["range"].high.tolist() == [9.0] * CHANNELS
     stray = gateway.pipeline("gone")  # a state that does not fit: fresh, with a warning
-    assert stray is not None and stray.state.range is not None
-    assert stray.state.range.high.tolist() == [2.0] * CHANNELS
+    assert stray is not None
+    assert stray.state.of("range")["range"].high.tolist() == [2.0] * CHANNELS
     assert gateway.saved == {}
 
 
