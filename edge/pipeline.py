@@ -149,7 +149,7 @@ class DevicePipeline:
         n = len(ts)
         batch = self.window.push_rows(ts, raw)
         self._count(ts, batch.status, batch.restarted, batch.filled)
-        scores = (self.engine.score_windows(batch.windows, self.state)
+        scores = (self.engine.score_windows(batch.windows, self.state, ts[batch.window_rows])
                   if len(batch.window_rows) else None)
         self.stats.windows_scored += len(batch.window_rows)
         window_of = np.full(n, -1, dtype=np.intp)
