@@ -6,7 +6,8 @@ replaced bundle directory reload the bundle without a restart (see edge.reload; 
 fails to load is refused and the old one keeps scoring). SIGTERM/SIGINT stop the loop:
 open alerts end (`reason: shutdown`), the outbox is flushed for up to `flush_timeout_s`,
 `offline` is published on every status topic, and the agent disconnects and exits 0. Killed
-(SIGKILL, power loss), it leaves its alerts in the outbox and the broker publishes the will.
+(SIGKILL, power loss), it leaves its alerts in the outbox and the broker publishes the will;
+the next start ends the alerts that were open then (`reason: restart`, edge.open_alerts).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from edge.decide import AlertEvent, AlertOptions, BundleInfo
 from edge.engine import ScoringEngine
 from edge.homeassistant import HomeAssistantPublisher
 from edge.mqtt_client import MqttConnection, Topics
+from edge.open_alerts import restart_ends
 from edge.outbox import Outbox
 from edge.pipeline import Gateway
 from edge.readings import BadInputCounter, Reading, decode_counted, input_channels
@@ -164,6 +166,7 @@ class Agent:
                  "sources: %s", __version__, m.name, m.version, self.info.sha256[:12],
                  len(m.channels), m.window.length, ", ".join(s.name for s in self.sources))
         self.outbox.open()
+        self.publish(restart_ends(self.outbox))  # ends of alerts a crash left open, first
         self.alerts.start()
         self.connection.start()
         for source in self.sources:

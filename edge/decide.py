@@ -87,7 +87,8 @@ class AlertEvent:
     channels: list[ChannelContribution]
     peak_score: float
     windows: int
-    reason: str = ""  # for `end`: released | gap | stale | end_of_input | shutdown
+    # for `end`: released | gap | stale | end_of_input | shutdown | reload | restart
+    reason: str = ""
 
     def to_payload(self, *, bundle: BundleInfo, agent_version: str) -> dict[str, Any]:
         """The alert as JSON-ready data (the MQTT alert message and the JSONL line)."""

@@ -12,6 +12,13 @@ The box is bounded by `max_alerts`. When a new event arrives at a full box:
 4. if even that finds nothing (every row is an open alert's start), the event is stored anyway
    and the box grows past its bound: a `start` or `end` is never dropped on its own.
 Drops are counted by state (`dropped`), persisted across restarts, and reported in metrics.
+
+Beside the events, the box keeps every open alert: the last `start`/`update` of each alert id
+not yet ended (`open_alerts`), written in the transaction that stores the event, and deleted
+in the transaction that stores its `end`. So after a SIGKILL or a power cut the file says
+exactly which alerts were started and not ended, and storing an end and forgetting the open
+alert happen together or not at all: the next start ends each of them once
+(`edge.open_alerts`).
 """
 
 from __future__ import annotations
@@ -34,6 +41,13 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, seq);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS open_alerts (
+    alert_id TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    updated REAL NOT NULL,
+    payload BLOB NOT NULL
+);
 """
 
 
@@ -49,6 +63,17 @@ class OutboxItem:
     topic: str
     state: str
     alert_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class OpenAlert:
+    """An alert started and not ended: its last `start`/`update` event as stored."""
+
+    alert_id: str
+    device: str
+    topic: str
+    updated: float  # wall-clock time of that event's write
     payload: bytes
 
 
@@ -99,6 +124,7 @@ class Outbox:
         """Store one event durably; returns its sequence number (0 if the event was dropped)."""
         with self._lock, self.db:
             self.db.execute("BEGIN IMMEDIATE")
+            self._track(topic, payload, device, state, alert_id)  # even if the event is dropped
             if self._depth() >= self.max_alerts and not self._make_room(state):
                 self._count(f"dropped_{state}", 1)
                 return 0
@@ -108,6 +134,24 @@ class Outbox:
                 (time.time(), device, topic, state, alert_id, payload),
             )
             return int(cursor.lastrowid or 0)
+
+    def _track(self, topic: str, payload: bytes, device: str, state: str,
+               alert_id: str) -> None:
+        """Keep the open-alert record in step with the event being stored."""
+        if state == "end":
+            self.db.execute("DELETE FROM open_alerts WHERE alert_id = ?", (alert_id,))
+        elif state in ("start", "update"):
+            self.db.execute(
+                "INSERT OR REPLACE INTO open_alerts (alert_id, device, topic, updated, payload)"
+                " VALUES (?, ?, ?, ?, ?)", (alert_id, device, topic, time.time(), payload))
+
+    def open_alerts(self) -> list[OpenAlert]:
+        """Alerts whose `start` was stored and whose `end` was not, oldest first."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT alert_id, device, topic, updated, payload FROM open_alerts"
+                " ORDER BY updated, alert_id").fetchall()
+        return [OpenAlert(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
 
     def _make_room(self, state: str) -> bool:
         """Apply the bound policy (module docstring); False means: drop the new event."""
