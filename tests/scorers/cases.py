@@ -1,0 +1,139 @@
+"""One case per registered scorer kind, for the shared checks of `test_contract.py`.
+
+Registering a kind here is what a new kind's test needs: a valid spec (with the steps it
+takes), what else of the manifest it needs, a plain reference of its raw score over a whole
+stream, and spec values it must refuse (naming the field). `test_every_kind_has_a_case`
+fails for a kind found by the registry and missing here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge.scorers.base import FloatArray
+
+CHANNELS, LENGTH = 3, 4
+Stream = dict[str, Any]  # windows (N, LENGTH, C), timestamps (N,), the shared inputs
+THRESHOLD = {"value": 1.0, "method": "quantile"}
+LIKELIHOOD = {"short": 3, "history": 60, "min_history": 10}
+
+
+@dataclass(frozen=True)
+class Case:
+    spec: dict[str, Any]
+    reference: Callable[[Stream], FloatArray]  # raw scores of a whole stream, fresh state
+    refused: tuple[tuple[str, Any], ...]  # (dotted spec field, value it must refuse)
+    manifest: dict[str, Any] = field(default_factory=dict)  # other manifest fields it needs
+
+
+def _range_reference(stream: Stream) -> FloatArray:
+    low, high = np.full(CHANNELS, -1.0), np.full(CHANNELS, 1.0)
+    out = []
+    for row in stream["windows"][:, -1, :]:
+        width = np.maximum(high - low, 1e-9)
+        beyond = np.maximum(np.maximum(row - high, low - row), 0.0) / width
+        out.append(float(np.nan_to_num(beyond, nan=0.0).max()))
+        high, low = np.fmax(high, row), np.fmin(low, row)
+    return np.array(out)
+
+
+SHAPE = {"block": 2, "blocks": 3}
+SHAPE_MEMORY = {"lags": 3, "size": 40, "gap": 6, "k": 2}
+
+
+def _long_shape_reference(stream: Stream) -> FloatArray:
+    rows = stream["windows"][:, -1, :]
+    block, blocks = SHAPE["block"], SHAPE["blocks"]
+    span, size, gap, k = block * blocks, SHAPE_MEMORY["size"], SHAPE_MEMORY["gap"], \
+        SHAPE_MEMORY["k"]
+    shapes, out = [], []
+    for i in range(len(rows)):
+        if i + 1 < span:
+            out.append(np.nan)
+            continue
+        recent = rows[i + 1 - span : i + 1]
+        shapes.append(recent.reshape(blocks, block, CHANNELS).mean(axis=1).ravel())
+        g = len(shapes) - 1
+        near = sorted(float(np.sqrt(np.sum((shapes[g] - shapes[p]) ** 2)))
+                      for p in range(max(0, g - size), g - gap + 1))
+        out.append(near[k - 1] if len(near) >= k else np.nan)
+    return np.array(out)
+
+
+SEASONS = {"period_s": 86_400.0, "offset_s": 3_600.0,
+           "level": [[float(c + b / 4) for b in range(24)] for c in range(CHANNELS)],
+           "spread": [[1.0 + b / 10 for b in range(24)] for _ in range(CHANNELS)]}
+
+
+def _seasonal_reference(stream: Stream) -> FloatArray:
+    level, spread = np.array(SEASONS["level"]), np.array(SEASONS["spread"])
+    out = []
+    for row, t in zip(stream["windows"][:, -1, :], stream["timestamps"], strict=True):
+        if np.isnan(t):
+            out.append(np.nan)
+            continue
+        b = int(((t + SEASONS["offset_s"]) % 86_400.0) // 3_600.0)
+        out.append(float(np.max(np.abs(row - level[:, b]) / spread[:, b])))
+    return np.array(out)
+
+
+CASES: dict[str, Case] = {
+    "lstm_ae": Case(
+        {"name": "lstm", "kind": "lstm_ae", "threshold": THRESHOLD},
+        lambda s: s["lstm_errors"].mean(axis=1),
+        (("threshold.value", 0.0),)),
+    "distance": Case(
+        {"name": "euclidean", "kind": "distance", "output": "euclidean",
+         "threshold": {"value": 2.0, "method": "likelihood"}, "likelihood": LIKELIHOOD,
+         "memory": {"lags": 1, "size": 30, "gap": 3, "k": 2}},
+        lambda s: s["distances"]["euclidean"],
+        (("memory.gap", 30), ("likelihood.short", 0))),
+    "iqr": Case(
+        {"name": "iqr", "kind": "iqr", "threshold": {"value": 1.0, "method": "fence"}},
+        lambda s: s["iqr_excess"].max(axis=1),
+        (("threshold.value", -1.0),)),
+    "range": Case(
+        {"name": "range", "kind": "range", "threshold": {"value": 0.1, "method": "tolerance"}},
+        _range_reference, (("threshold.value", 0.0),),
+        {"range": {"low": [-1.0] * CHANNELS, "high": [1.0] * CHANNELS}}),
+    "long_shape": Case(
+        {"name": "long_shape_2", "kind": "long_shape", "long_shape": SHAPE,
+         "memory": SHAPE_MEMORY, "likelihood": LIKELIHOOD,
+         "threshold": {"value": 3.0, "method": "likelihood"}},
+        _long_shape_reference, (("long_shape.block", 0), ("memory.size", 1))),
+    "seasonal": Case(
+        {"name": "seasonal", "kind": "seasonal", "threshold": THRESHOLD, **SEASONS},
+        _seasonal_reference,
+        (("period_s", 0.0), ("offset_s", 10**6), ("spread", [[0.0] * 24] * CHANNELS))),
+    "flat": Case(
+        {"name": "flat", "kind": "flat", "channels": ["ch0", "ch2"],
+         "threshold": {"value": 1.0, "method": "tolerance"}},
+        lambda s: np.abs(s["windows"][:, -1, [0, 2]]).max(axis=1),
+        (("channels", []),)),
+}
+
+
+def stream(n: int = 300, seed: int = 0, *, unknown_times: bool = True) -> Stream:
+    """A random-walk stream with shared inputs; a few windows without a known time."""
+    rng = np.random.default_rng(seed)
+    rows = np.cumsum(rng.normal(size=(n + LENGTH, CHANNELS)), axis=0) * 0.3
+    windows = np.stack([rows[i : i + LENGTH] for i in range(n)])
+    timestamps = 1_767_225_600.0 + 1_500.0 * np.arange(n)  # 25 min apart: every hour bin
+    if unknown_times:
+        timestamps[[5, 77]] = np.nan
+    return {"windows": windows, "timestamps": timestamps,
+            "lstm_errors": rng.gamma(2.0, size=(n, CHANNELS)),
+            "lag_vectors": rng.normal(size=(n, 2 * CHANNELS)),
+            "distances": {"euclidean": rng.gamma(2.0, size=n),
+                          "mahalanobis": rng.gamma(2.0, size=n)},
+            "iqr_excess": rng.gamma(1.0, size=(n, CHANNELS))}
+
+
+def part(s: Stream, index: np.ndarray) -> Stream:
+    """The windows `index` of a stream, with their shared inputs."""
+    return {k: ({n: v[index] for n, v in value.items()} if isinstance(value, dict)
+                else value[index]) for k, value in s.items()}
