@@ -45,6 +45,7 @@ from edge.sources import Item, ItemQueue, Payload, Source, SourceDone
 from edge.sources.mqtt import MqttSource
 from edge.sources.serial_pms5003 import SerialPms5003Source
 from edge.sources.stdin import StdinSource as StdinReader
+from edge.sources.supervisor import EXIT_SOURCE_FAILED, Supervisor
 from edge.state_store import StateStore
 from edge.systemd import Notifier
 
@@ -52,7 +53,8 @@ log = logging.getLogger("edge.agent")
 
 
 def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or `stop`, or the end of a stdin-only input); returns 0."""
+    """Run until SIGTERM/SIGINT (or `stop`, or the end of a stdin-only input); returns 0,
+    or `EXIT_SOURCE_FAILED` when a source kept failing (edge.sources.supervisor)."""
     stop = stop or _stop_on_signals()
     agent = Agent(config, load_bundle(config.bundle.path, config.bundle.public_key))
     _reload_on_sighup(agent.reloader)
@@ -60,7 +62,8 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
     with agent:
         systemd.ready(f"sources: {', '.join(s.name for s in agent.sources)}")
         next_expire = 0.0
-        while not stop.is_set() and not agent.input_ended:
+        supervisor = agent.supervisor
+        while not stop.is_set() and not agent.input_ended and not supervisor.gave_up.is_set():
             item = _next(agent.items, timeout=0.25)
             if item is not None:
                 agent.handle(item)
@@ -69,11 +72,13 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
                 agent.publish(agent.expire_silent(now))
                 next_expire = now + 1.0
             agent.tick(now)
-            systemd.watchdog(now)
-        log.info("stopping: %s", "input ended" if agent.input_ended else "signal")
+            if supervisor.healthy():  # no WATCHDOG=1 while a source is down
+                systemd.watchdog(now)
+        log.info("stopping: %s", supervisor.failed or (
+            "input ended" if agent.input_ended else "signal"))
         systemd.stopping()
         agent.publish(agent.gateway.close("shutdown"))
-    return 0
+    return EXIT_SOURCE_FAILED if supervisor.gave_up.is_set() else 0
 
 
 def _next(items: ItemQueue, timeout: float) -> Item | None:
@@ -143,6 +148,7 @@ class Agent:
             self.connection, self.topics, self.events, lambda: self.status.devices,
             self.reloader.request) if mqtt.commands else None
         self.items: ItemQueue = queue.Queue(maxsize=config.limits.queue_size)
+        self.supervisor = Supervisor()  # restarts failed sources; gives up -> exit code 3
         self.sources = [self._source(cfg) for cfg in config.sources]
         self._finite = {s.name for s in self.sources if isinstance(s, StdinReader)}
         self._done: set[str] = set()
@@ -150,10 +156,11 @@ class Agent:
 
     def _source(self, cfg: MqttSourceConfig | SerialSource | StdinSource) -> Source:
         if isinstance(cfg, MqttSourceConfig):
-            return MqttSource(cfg, self.connection, self.items, self.counter)
+            return MqttSource(cfg, self.connection, self.items, self.counter, self.supervisor)
         if isinstance(cfg, SerialSource):
-            return SerialPms5003Source(cfg, self.items, self.counter)
-        return StdinReader(cfg.device, self.items, self.config.limits.max_payload_bytes)
+            return SerialPms5003Source(cfg, self.items, self.counter, self.supervisor)
+        return StdinReader(cfg.device, self.items, self.config.limits.max_payload_bytes,
+                           supervisor=self.supervisor)
 
     @property
     def input_ended(self) -> bool:
@@ -322,6 +329,7 @@ class Agent:
             "outbox_dropped": self.outbox.dropped(),
             "alerts_inflight": self.alerts.inflight,
             "queue_depth": self.items.qsize(),
+            "source_errors": self.supervisor.errors(),
             "mqtt_connections": self.connection.connections,
             "reloads": {"ok": self.reloader.loaded, "failed": self.reloader.failed,
                         "last_error": self.reloader.last_error},

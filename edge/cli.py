@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
 # -- run -------------------------------------------------------------------------------------
 def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the agent until SIGTERM/SIGINT",
-                       description="Run the agent: read the sources, score, publish alerts.")
+                       description="Run the agent: read the sources, score, publish alerts. "
+                                   "Exit 0 on SIGTERM/SIGINT or at the end of a stdin-only "
+                                   "input, 2 when the config or bundle is refused, 3 when a "
+                                   "source failed 5 times within 60 s.")
     p.add_argument("--config", "-c", type=Path, required=True, metavar="AGENT_TOML",
                    help="the agent's config file (see edge/deploy/agent.example.toml)")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper,

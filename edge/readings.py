@@ -17,8 +17,14 @@ Policy (what is rejected, what is tolerated and counted):
   string, or an ISO-8601 string (no offset means UTC). Absent -> `now`. Unparseable, bool or
   non-finite -> rejected `bad_timestamp`; more than `max_skew_s` away from `now` -> rejected
   `timestamp_far_off`.
-- invalid UTF-8/JSON (also absurdly deep nesting) -> `invalid_json`; not an object ->
-  `not_object`; ``values`` not an object -> `wrong_type`; bigger than `max_bytes` -> `too_large`.
+- invalid UTF-8/JSON -> `invalid_json`; not an object -> `not_object`; ``values`` not an
+  object -> `wrong_type`; bigger than `max_bytes` -> `too_large`.
+- bounded before parsing (`check_bounds`, on the bytes, so a hostile payload costs no
+  recursion and little memory): brackets nested deeper than `MAX_DEPTH` -> `too_deep`; more
+  than `MAX_KEYS` object keys in all (or more than the bundle's channels plus the metadata
+  keys, whichever is larger) -> `too_many_keys`. A reading needs depth 2 and one key per
+  channel, so no valid reading is refused. Should the parser still hit its recursion limit
+  or run out of memory, that is `too_deep` / `too_large` too, never a crash.
 - per value: ``null`` -> missing, counted `null_value`; NaN/inf -> missing, counted
   `non_finite`; a bool, string, list or object -> missing, counted `wrong_type`. The window
   stage forward-fills missing values.
@@ -35,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,7 +55,8 @@ log = logging.getLogger(__name__)
 
 BAD_KINDS: tuple[str, ...] = (
     # decode: the whole reading is rejected
-    "invalid_json", "not_object", "too_large", "bad_timestamp", "timestamp_far_off",
+    "invalid_json", "not_object", "too_large", "too_deep", "too_many_keys", "bad_timestamp",
+    "timestamp_far_off",
     # decode: one value (or key) is tolerated and counted
     "wrong_type", "non_finite", "null_value", "unknown_channel", "missing_channels",
     # window: the reading is dropped (or the window restarts, for `gap`)
@@ -62,6 +70,13 @@ BAD_KINDS: tuple[str, ...] = (
 TS_KEYS = ("ts", "timestamp", "time")
 META_KEYS = frozenset({*TS_KEYS, "device", "id", "seq"})
 MS_EPOCH_ABOVE = 1e11  # 1e11 s is the year 5138; larger timestamps are epoch milliseconds
+MAX_DEPTH = 16  # a reading is {"values": {...}}: depth 2; json recurses once per level
+MAX_KEYS = 1024  # object keys in a whole payload (raised to fit a bundle's channels)
+# a JSON string, escapes included (unrolled so that long strings cost no backtracking)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# bytes.translate arguments: brackets kept (objects as arrays), everything else deleted
+_AS_ARRAYS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 @dataclass(frozen=True)
@@ -146,13 +161,54 @@ def _parse_iso(text: str) -> float:
     return moment.timestamp()
 
 
-def _load_object(payload: bytes, max_bytes: int) -> dict[str, Any]:
+def check_bounds(payload: bytes, max_depth: int = MAX_DEPTH, max_keys: int = MAX_KEYS) -> None:
+    """Raise `too_deep` / `too_many_keys` for JSON nested or keyed beyond the limits.
+
+    Counted on the bytes outside strings, at C speed (no Python loop per byte): a payload
+    with few brackets and colons passes on two `bytes.count` calls; otherwise the strings are
+    cut out, and the depth is the number of rounds of removing innermost `[]`/`{}` pairs that
+    leave brackets over. Exact for valid JSON; invalid JSON may be judged either way (the
+    parser rejects what passes).
+    """
+    brackets = payload.count(b"[") + payload.count(b"{")
+    if brackets <= max_depth and payload.count(b":") <= max_keys:
+        return
+    bare = _outside_strings(payload)
+    if bare.count(b":") > max_keys:
+        raise BadReading("too_many_keys", f"more than {max_keys} keys")
+    nest = bare.translate(_AS_ARRAYS, _NOT_BRACKETS)
+    for _ in range(max_depth):
+        if not nest:
+            return
+        nest = nest.replace(b"[]", b"")  # one level: the innermost pairs
+    if nest:
+        raise BadReading("too_deep", f"nested deeper than {max_depth} levels")
+
+
+def _outside_strings(payload: bytes) -> bytes:
+    """The payload with the contents of its JSON strings removed."""
+    if b'\\"' not in payload:  # no escaped quote: every other piece is inside a string
+        return b"".join(payload.split(b'"')[::2])
+    return _STRING.sub(b"", payload)
+
+
+def load_json(payload: bytes, max_depth: int = MAX_DEPTH, max_keys: int = MAX_KEYS) -> Any:
+    """`json.loads` within the bounds of `check_bounds`; every failure is a `BadReading`."""
+    check_bounds(payload, max_depth, max_keys)
+    try:
+        return json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadReading("invalid_json", str(exc)[:120]) from None
+    except RecursionError:  # defensive: check_bounds should have caught it
+        raise BadReading("too_deep", "nested too deep for the parser") from None
+    except MemoryError:
+        raise BadReading("too_large", "out of memory while parsing") from None
+
+
+def _load_object(payload: bytes, max_bytes: int, max_keys: int) -> dict[str, Any]:
     if len(payload) > max_bytes:
         raise BadReading("too_large", f"{len(payload)} bytes, the limit is {max_bytes}")
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BadReading("invalid_json", str(exc)[:120]) from None
+    data = load_json(payload, max_keys=max_keys)
     if not isinstance(data, dict):
         raise BadReading("not_object", f"expected a JSON object, got {type(data).__name__}")
     return data
@@ -181,7 +237,7 @@ def decode_payload(
     received: float = 0.0,
 ) -> Decoded:
     """Decode one JSON reading (see the module docstring for the policy)."""
-    data = _load_object(payload, max_bytes)
+    data = _load_object(payload, max_bytes, max(MAX_KEYS, len(channels) + len(META_KEYS)))
     ts_key = next((k for k in TS_KEYS if k in data), None)
     ts = now if ts_key is None else parse_timestamp(data[ts_key])
     if abs(ts - now) > max_skew_s:

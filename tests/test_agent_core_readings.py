@@ -71,7 +71,9 @@ def test_missing_timestamp_is_now_and_other_keys_work() -> None:
 @pytest.mark.parametrize(("payload", "kind"), [
     (b"{not json", "invalid_json"),
     (b"\xff\xfe\x00", "invalid_json"),
-    (b"[" * 5000 + b"]" * 5000, "invalid_json"),  # too deep for the parser
+    (b"[" * 5000 + b"]" * 5000, "too_deep"),  # refused before the parser recurses
+    (b'{"a": 1, "v": ' + b"[" * 17 + b"]" * 17 + b"}", "too_deep"),
+    (("{" + ",".join(f'"k{i}": 1' for i in range(1025)) + "}").encode(), "too_many_keys"),
     (b"", "invalid_json"),
     (b"[1, 2]", "not_object"),
     (b"42", "not_object"),

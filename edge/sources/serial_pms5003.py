@@ -3,6 +3,10 @@
 The sensor streams a 32-byte frame about once a second at 9600 baud. Each valid frame becomes
 a `Reading` stamped with the agent's clock when the frame completed. A port that fails or
 disappears (USB adapter unplugged) is logged once and reopened every `reopen_delay_s`.
+Anything else that escapes is the agent's `Supervisor`'s (edge.sources.supervisor): counted,
+and the port reopened after a backoff with the decoder's buffered bytes dropped. Decoding is
+bounded: at most `MAX_READ` bytes per read, and between reads the decoder holds at most one
+frame (32 bytes).
 """
 
 from __future__ import annotations
@@ -18,13 +22,17 @@ from edge.config import SerialSource as SerialSourceConfig
 from edge.pms5003 import Pms5003Decoder
 from edge.readings import BadInputCounter
 from edge.sources import ItemQueue
+from edge.sources.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 
+MAX_READ = 4096  # bytes per read: ~4 s of frames at 9600 baud, whatever the port holds
+
+
 class SerialPms5003Source:
     def __init__(self, cfg: SerialSourceConfig, items: ItemQueue,
-                 counter: BadInputCounter) -> None:
+                 counter: BadInputCounter, supervisor: Supervisor | None = None) -> None:
         self.name = f"serial:{cfg.port}"
         self.cfg = cfg
         self.items = items
@@ -32,19 +40,20 @@ class SerialPms5003Source:
         self.decoder = Pms5003Decoder(counter, device=cfg.device)
         self.frames = 0
         self.opened = threading.Event()  # set while the port is open
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"source-{cfg.port}", daemon=True)
+        self.runner = (supervisor or Supervisor()).thread(
+            self.name, self._work, f"source-{cfg.port}")
 
     def start(self) -> None:
-        self._thread.start()
+        self.runner.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=3)
+        self.runner.stop(timeout=3)
 
-    def _run(self) -> None:
+    def _work(self, stop: threading.Event) -> None:
+        if self.runner.restarts:  # after a failure: drop the bytes that may have caused it
+            self.decoder = Pms5003Decoder(self.counter, device=self.cfg.device)
         failing = False
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
                 with serial.Serial(self.cfg.port, self.cfg.baudrate, timeout=0.5) as port:
                     log.info("reading PMS5003 frames from %s at %d baud as %s",
@@ -52,7 +61,7 @@ class SerialPms5003Source:
                     failing = False
                     self.opened.set()
                     try:
-                        self._read(port)
+                        self._read(port, stop)
                     finally:
                         self.opened.clear()
             except (serial.SerialException, OSError) as exc:
@@ -60,11 +69,11 @@ class SerialPms5003Source:
                     log.warning("serial port %s: %s; retrying every %gs", self.cfg.port, exc,
                                 self.cfg.reopen_delay_s)
                 failing = True
-                self._stop.wait(self.cfg.reopen_delay_s)
+                stop.wait(self.cfg.reopen_delay_s)
 
-    def _read(self, port: serial.Serial) -> None:
-        while not self._stop.is_set():
-            data = port.read(max(port.in_waiting, 32))
+    def _read(self, port: serial.Serial, stop: threading.Event) -> None:
+        while not stop.is_set():
+            data = port.read(min(max(port.in_waiting, 32), MAX_READ))
             if not data:
                 continue
             for frame in self.decoder.feed(data):
