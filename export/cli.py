@@ -20,6 +20,7 @@ COMMANDS = (
     "export.sign_command",
     "export.keygen_command",
     "export.evaluate",
+    "export.fleet_command",
 )
 
 

@@ -49,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sign-key", type=Path, metavar="PRIVATE.pem",
         help="sign the bundle (manifest.sig) with this Ed25519 key from `edge-train keygen`",
     )
+    add_config_arguments(parser)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per `FitConfig` field (also used by `edge-train fleet fit`)."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     hints = typing.get_type_hints(FitConfig)
     for f in fields(FitConfig):
