@@ -39,7 +39,7 @@ from edge.reload import BundleReloader, ReloadResult
 from edge.sinks.events import EventPublisher
 from edge.sinks.metrics import MetricsPublisher
 from edge.sinks.mqtt_alerts import AlertPublisher
-from edge.sinks.status import StatusPublisher
+from edge.sinks.status import AgentSnapshot, DeviceSnapshot, StatusPublisher
 from edge.sinks.stdout import StdoutSink
 from edge.sources import Item, ItemQueue, Payload, Source, SourceDone
 from edge.sources.mqtt import MqttSource
@@ -135,7 +135,8 @@ class Agent:
         self.connection = MqttConnection(mqtt, will_topic=self.topics.status(mqtt.client_id))
         self.outbox = Outbox(config.outbox.path, config.outbox.max_alerts)
         self.alerts = AlertPublisher(self.connection, self.outbox, mqtt.max_inflight)
-        self.status = StatusPublisher(self.connection, self.topics, config.fixed_devices)
+        self.status = StatusPublisher(self.connection, self.topics, config.fixed_devices,
+                                      self.status_snapshot, config.status.every_s)
         self.metrics = MetricsPublisher(
             self.connection, self.topics, self.collect_metrics, config.metrics.interval_s)
         self.stdout = StdoutSink() if config.stdout.enabled else None
@@ -266,6 +267,7 @@ class Agent:
             self.apply_reload(reloaded)
         if self.config.metrics.enabled:
             self.metrics.maybe_publish(now)
+        self.status.maybe_publish(now)
         if now - self._state_saved >= self.config.state.save_every_s:
             self.save_state(background=True)
 
@@ -306,6 +308,21 @@ class Agent:
                  old.sha256[:12], "verified" if bundle.signed else "not checked")
         self.events.publish("reloaded", trigger=result.trigger, bundle=new, previous=current,
                             path=str(bundle.path), signed=bundle.signed)
+        self.status.documents_due()
+
+    def status_snapshot(self) -> AgentSnapshot:
+        """For the retained status documents (edge.sinks.status), on the main loop."""
+        wall, mono = time.time(), time.monotonic()
+        devices = {
+            device: DeviceSnapshot(
+                readings=pipeline.stats.readings,
+                last_reading=(round(wall - (mono - self._last_seen[device]), 3)
+                              if device in self._last_seen else None),
+                open_alerts=int(pipeline.decider.active))
+            for device, pipeline in self.gateway.pipelines.items()}
+        bundle = {"name": self.info.name, "version": self.info.version,
+                  "sha256": self.info.sha256}
+        return AgentSnapshot(__version__, bundle, wall - (mono - self.started), devices)
 
     def collect_metrics(self) -> dict[str, dict[str, Any]]:
         """Per-device counters on each device topic, the totals on the agent's topic."""

@@ -233,6 +233,12 @@ class MetricsConfig(_Section):
     interval_s: float = Field(60.0, ge=1, description="seconds between metrics messages")
 
 
+class StatusConfig(_Section):
+    every_s: float = Field(
+        30.0, ge=1, description="seconds between the retained status documents on "
+                                "<prefix>/<id>/info (also sent at once on a change)")
+
+
 class OutboxConfig(_Section):
     path: Path = Field(
         Path("outbox.sqlite3"), description="SQLite file holding alerts until the broker acks them")
@@ -303,6 +309,8 @@ class AgentConfig(_Section):
     decision: DecisionConfig = Field(default_factory=DecisionConfig, description="alert policy")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="alert messages")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="metrics messages")
+    status: StatusConfig = Field(default_factory=StatusConfig,
+                                 description="status documents for the fleet view")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="durable alert queue")
     state: StateConfig = Field(default_factory=StateConfig,
                                description="scoring state kept across restarts")

@@ -4,7 +4,7 @@ only, so it runs on a lean install too, e.g. from cron or CI).
 
 `collect` subscribes to `<prefix>/+/status` (plain `online`/`offline`, the agents' last wills)
 and `<prefix>/+/info` (the JSON documents of `edge.sinks.status`) and returns once the
-retained messages have arrived (no new message for `quiet_s`, at most `wait_s`). `fleet_rows`
+retained messages have arrived (no new retained message for `quiet_s`, at most `wait_s`). `fleet_rows`
 makes one row per (agent, device): a device is online when its agent's document and its
 agent's status topic both say so (a killed agent leaves its document as it was, and the will
 sets its status topic to `offline`). `problems` lists what makes the fleet unhealthy:
@@ -110,7 +110,8 @@ def collect(options: BrokerOptions, wait_s: float = 5.0, quiet_s: float = 0.5) -
             return
         name, kind = parts[-2], parts[-1]
         with lock:
-            last_message[0] = time.monotonic()
+            if msg.retain:  # the retained ones come right after the SUBACK; live ones go on
+                last_message[0] = time.monotonic()
             if kind == STATUS:
                 snapshot.status[name] = msg.payload.decode("utf-8", "replace").strip()
             elif kind == INFO and msg.payload:

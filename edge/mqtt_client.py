@@ -47,7 +47,7 @@ _PROTOCOL_NAMES = {MQTTProtocolVersion.MQTTv5: "5", MQTTProtocolVersion.MQTTv311
 
 
 class Topics:
-    """`<prefix>/<device>/{alert,status,metrics,event,cmd}`."""
+    """`<prefix>/<device>/{alert,status,info,metrics,event,cmd}`."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -57,6 +57,10 @@ class Topics:
 
     def status(self, device: str) -> str:
         return f"{self.prefix}/{device}/status"
+
+    def info(self, device: str) -> str:
+        """The retained JSON status document (edge.sinks.status)."""
+        return f"{self.prefix}/{device}/info"
 
     def metrics(self, device: str) -> str:
         return f"{self.prefix}/{device}/metrics"
