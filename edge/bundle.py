@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from edge.bundle_files import MANIFEST_NAME, SIGNATURE_NAME, BundleError
 from edge.scorers.registry import AnyScorerSpec, scorer_class
 from edge.scorers.spec import (
     IqrSpec,
@@ -32,21 +33,17 @@ from edge.scorers.spec import (
     Threshold,
 )
 from edge.scorers.spec import Strict as _Strict
+from edge.signing import verify_manifest_signature
 
 SCHEMA_VERSION = 6  # what this trainer writes
 # 2 added optional fields (scorer likelihood, cooldown_windows) only; 3 the scorer memory only;
 # 4 the `range` scorer kind and the training range only; 5 the `long_shape` scorer kind only;
 # 6 the `flat` scorer kind and `lstm_ae.trusted` (absent: trusted) only
 READABLE_SCHEMAS = (1, 2, 3, 4, 5, 6)
-MANIFEST_NAME = "manifest.json"
-SIGNATURE_NAME = "manifest.sig"
 
-
-class BundleError(Exception):
-    """A bundle that must not be loaded; the message says which file and why."""
-
-
-__all__ = [  # the scorer specs live in edge.scorers.spec; the bundle's users find them here
+__all__ = [  # the scorer specs live in edge.scorers.spec, the file names and the error in
+    # edge.bundle_files; the bundle's users find them here
+    "MANIFEST_NAME", "SIGNATURE_NAME", "BundleError",
     "IqrSpec", "LikelihoodSpec", "LongShapeSpec", "MemorySpec", "RangeSpec", "ScorerSpec",
     "Threshold",
 ]
@@ -331,8 +328,6 @@ def _load_dir(bundle_dir: Path, public_key: Path | str | None) -> Bundle:
     raw = manifest_path.read_bytes()
     signed = False
     if public_key is not None:
-        from edge.signing import verify_manifest_signature
-
         verify_manifest_signature(bundle_dir, raw, Path(public_key))
         signed = True
     manifest = parse_manifest(raw)

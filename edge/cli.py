@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 from edge import __version__
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+from edge.log_setup import LOG_LEVELS, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,14 +67,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OutboxError as error:
         logging.getLogger("edge.agent").error("%s", error)
         return 2
-
-
-def setup_logging(level: str) -> None:
-    """Logs on stderr (stdout carries the JSON lines sink), one line per event."""
-    logging.basicConfig(
-        stream=sys.stderr, level=getattr(logging, level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", force=True)
-    logging.getLogger("edge.mqtt.paho").setLevel(max(logging.getLogger().level, logging.INFO))
 
 
 # -- check-config ----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import numpy.typing as npt
 from edge.bundle import Bundle, Decision, Manifest, load_bundle
 from edge.decide import AlertEvent, AlertOptions, BundleInfo, iso_time
 from edge.engine import ScoringEngine
+from edge.log_setup import LOG_LEVELS, setup_logging
 from edge.pipeline import DevicePipeline
 from edge.readings import BadInputCounter
 
@@ -216,7 +217,7 @@ def add_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
     p.add_argument("--public-key", type=Path,
                    help="require and verify the bundle's Ed25519 signature with this key")
-    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper,
+    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper,
                    default="WARNING", help="log verbosity on stderr (default WARNING)")
     p.set_defaults(func=cmd_replay)
 
@@ -225,7 +226,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Exit 0 when done, 2 on a problem with the arguments, the bundle or the input."""
     from edge import __version__
     from edge.bundle import BundleError
-    from edge.cli import setup_logging
     from edge.readings import input_channels
     from edge.runtimes.tflite import RuntimeMissing
     from edge.table import read_table

@@ -25,7 +25,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.bundle import MANIFEST_NAME, SIGNATURE_NAME, BundleError
+from edge.bundle_files import MANIFEST_NAME, SIGNATURE_NAME, BundleError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

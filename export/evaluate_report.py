@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from export.evaluate import DECISION, OVER, Evaluation, summary_lines
+from export.evaluation import DECISION, OVER, Evaluation, summary_lines
 from export.metrics import events_from_labels, pr_curve
 
 MAX_ALERT_BARS = 40

@@ -5,25 +5,30 @@
 - `mahalanobis`: distance to that same centroid under the cluster's (or the pooled)
   inverse covariance from a scikit-learn estimator (Ledoit-Wolf by default).
 
-`LinearModel.scores` is the float64 reference that the ONNX export is checked against.
+`LinearModel.scores` is the float64 reference that the ONNX export is checked against; its
+ONNX graph (`build_linear_model`): the PCA projection is converted by skl2onnx; the nodes it has
+no converter for (nearest centroid with its Euclidean and Mahalanobis distances, and the
+reconstruction error) are added with `onnx.helper`; outputs `spe`, `euclidean`, `mahalanobis`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import onnx
+from onnx import TensorProto, helper
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import DoubleTensorType
 from sklearn.cluster import KMeans
 from sklearn.covariance import EmpiricalCovariance, LedoitWolf, MinCovDet
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
-if TYPE_CHECKING:
-    import onnx
-
 from export.config import FitConfig
+from export.onnx_export import INPUT, OPSET, const, finish_model
 
 FloatArray = npt.NDArray[np.float64]
 MIN_SILHOUETTE = 0.25
@@ -49,9 +54,7 @@ class LinearModel:
         return tuple(o for o in OUTPUTS if o != "spe" or self.n_features > 1)
 
     def onnx(self) -> onnx.ModelProto:
-        from export.onnx_export import build_distance_model
-
-        return build_distance_model(self)
+        return build_linear_model(self)
 
     def scores(self, x: FloatArray) -> dict[str, FloatArray]:
         """Reference scores of feature rows (N, lags*C) in float64."""
@@ -66,6 +69,65 @@ class LinearModel:
             "euclidean": np.linalg.norm(diff, axis=1),
             "mahalanobis": np.sqrt(np.maximum(maha2, 0.0)),
         }
+
+
+def build_linear_model(model: LinearModel) -> onnx.ModelProto:
+    """The ONNX graph of `LinearModel.scores`."""
+    n = model.n_features
+    pca = convert_sklearn(
+        model.pca, initial_types=[("x64", DoubleTensorType([None, n]))], target_opset=OPSET
+    )
+    z = pca.graph.output[0].name
+    nodes = [helper.make_node("Cast", [INPUT], ["x64"], to=TensorProto.DOUBLE)]
+    nodes += list(pca.graph.node)
+    inits = [
+        *pca.graph.initializer,
+        const("components", model.pca.components_),
+        const("pca_mean", model.pca.mean_),
+        const("centroids", model.kmeans.cluster_centers_),
+        const("precisions", model.precisions),
+        const("axis1", [1], np.int64),
+        const("axis2", [2], np.int64),
+        const("zero", 0.0),
+    ]
+    mk = helper.make_node
+    nodes += [
+        # spe = sum((x - (z @ components + mean))^2)
+        mk("MatMul", [z, "components"], ["recon0"]),
+        mk("Add", ["recon0", "pca_mean"], ["recon"]),
+        mk("Sub", ["x64", "recon"], ["resid"]),
+        mk("Mul", ["resid", "resid"], ["resid2"]),
+        mk("ReduceSum", ["resid2", "axis1"], ["spe64"], keepdims=0),
+        # differences to every centroid: [N, K, d]
+        mk("Unsqueeze", [z, "axis1"], ["z3"]),
+        mk("Sub", ["z3", "centroids"], ["diff"]),
+        mk("Mul", ["diff", "diff"], ["diff2"]),
+        mk("ReduceSum", ["diff2", "axis2"], ["d2"], keepdims=0),
+        mk("ArgMin", ["d2"], ["label"], axis=1, keepdims=1),
+        mk("GatherElements", ["d2", "label"], ["eu2"], axis=1),
+        mk("Sqrt", ["eu2"], ["eu"]),
+        mk("Squeeze", ["eu", "axis1"], ["eu64"]),
+        # Mahalanobis to the nearest centroid: diff_k @ P_k . diff_k
+        mk("Transpose", ["diff"], ["diff_t"], perm=[1, 0, 2]),
+        mk("MatMul", ["diff_t", "precisions"], ["dp"]),
+        mk("Mul", ["dp", "diff_t"], ["dpd"]),
+        mk("ReduceSum", ["dpd", "axis2"], ["m2_t"], keepdims=0),
+        mk("Transpose", ["m2_t"], ["m2"], perm=[1, 0]),
+        mk("GatherElements", ["m2", "label"], ["m2_near"], axis=1),
+        mk("Max", ["m2_near", "zero"], ["m2_pos"]),
+        mk("Sqrt", ["m2_pos"], ["ma"]),
+        mk("Squeeze", ["ma", "axis1"], ["ma64"]),
+    ]
+    for name, source in zip(model.outputs, ("spe64", "eu64", "ma64"), strict=True):
+        nodes.append(mk("Cast", [source], [name], to=TensorProto.FLOAT))
+    graph = helper.make_graph(
+        nodes,
+        "distance",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", n])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N"]) for name in model.outputs],
+        inits,
+    )
+    return finish_model(graph)
 
 
 def lag_features(windows: FloatArray, lags: int, clip: float | None) -> FloatArray:

@@ -47,11 +47,12 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from firmware_sim import demo_report
 from firmware_sim.broker import Broker
 from firmware_sim.csvio import write_csv
+from firmware_sim.demo_config import DemoConfig, Simulation
 from firmware_sim.devices import make_device
-from firmware_sim.engine import SimResult, generate, resolve_period
-from firmware_sim.faults import FaultSpec
+from firmware_sim.engine import SimResult, generate
 from firmware_sim.publish import DeviceClient, PublishConfig
 from firmware_sim.scenario import default_mix
 from firmware_sim.timeparse import format_iso, to_epoch
@@ -64,41 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 Say = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class DemoConfig:
-    out: Path = Path("demo-out")
-    device: str = "airpod"
-    device_id: str = "airpod-01"
-    train_days: float = 7.0
-    stream_days: float = 2.0
-    seed: int = 1  # the pod: its sensors' calibration, the weather, the training faults
-    fault_seed: int = 2  # the faults of the streamed days
-    stream_faults: tuple[FaultSpec, ...] | None = None  # fixed faults instead (offsets from
-    # the start of the streamed days)
-    start: str = "2026-01-05T00:00:00Z"
-    speed: float = 3600.0  # simulated seconds per wall-clock second
-    epochs: int = 30
-    units: int = 32
-    train_stride: int = 2
-    report: bool = True  # the demo's HTML report and edge-train's report in the bundle
-    timeout_s: float = 600.0  # for each subprocess step
-
-    @property
-    def period_s(self) -> float:
-        return resolve_period(self.device, None)
-
-
 QUICK = {"train_days": 2.0, "stream_days": 0.5, "epochs": 8, "units": 16, "speed": 3600.0}
-
-
-@dataclass
-class Simulation:
-    train: SimResult
-    stream: SimResult
-    train_csv: Path
-    stream_csv: Path
-    train_faults: list[dict[str, Any]]
-    stream_faults: list[dict[str, Any]]
 
 
 @dataclass
@@ -423,8 +390,6 @@ def prepare_out(out: Path) -> None:
 
 
 def run_demo(cfg: DemoConfig, say: Say = print) -> DemoResult:
-    from firmware_sim import demo_report
-
     out = cfg.out.absolute()
     lock = threading.Lock()
 

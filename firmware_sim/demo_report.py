@@ -35,7 +35,7 @@ from firmware_sim.faults import ROW_FAULTS
 
 if TYPE_CHECKING:
     from edge.replay import ReplayResult
-    from firmware_sim.demo import DemoConfig, Simulation
+    from firmware_sim.demo_config import DemoConfig, Simulation
 
 INPUT_FAULTS = (*ROW_FAULTS, "dropout")  # counted as bad input, no alert expected
 BAD_KINDS = {  # fault type -> the agent's bad-input kinds it shows up as

@@ -2,56 +2,32 @@
 
 A model is stateful so it can be simulated block after block (a long stream)
 without seams; `simulate(t)` must be called with consecutive, evenly spaced
-timestamps. Adding a device is adding a file here and a line in `DEVICES`.
+timestamps. Adding a device is adding a file here (a `DeviceModel` subclass, from `base`)
+and a line in `DEVICES`.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
+from firmware_sim.devices.airpod import AirPod
+from firmware_sim.devices.base import DeviceModel
+from firmware_sim.devices.metric import Metric
+from firmware_sim.devices.pump import Pump
 
-class DeviceModel:
-    """Base class: the metadata the fault injector and writers need, plus `simulate`."""
-
-    name: ClassVar[str] = ""
-    default_period_s: ClassVar[float] = 60.0
-    #: scales the default fault mix's durations (which are in rows)
-    mix_duration_scale: ClassVar[float] = 1.0
-
-    def __init__(self, rng: np.random.Generator, period_s: float, t0: float) -> None:
-        self.rng, self.period_s, self.t0 = rng, period_s, t0
-        #: channel names, in CSV column order
-        self.channels: tuple[str, ...] = ()
-        #: physical bounds applied after faults, per channel (lo, hi)
-        self.bounds: dict[str, tuple[float, float]] = {}
-        #: twin groups (sensors of one make deployed together), name -> channels
-        self.groups: dict[str, tuple[str, ...]] = {}
-        #: channels faults may be injected into (a forecast column is not a sensor)
-        self.fault_channels: tuple[str, ...] = ()
-
-    def clip(self, values: np.ndarray) -> np.ndarray:
-        """Clip readings (n, channels) to the physical bounds; NaN stays NaN."""
-        lo = np.array([self.bounds.get(ch, (-np.inf, np.inf))[0] for ch in self.channels])
-        hi = np.array([self.bounds.get(ch, (-np.inf, np.inf))[1] for ch in self.channels])
-        clipped: np.ndarray = np.clip(values, lo, hi)
-        return clipped
-
-    def simulate(self, t: np.ndarray) -> np.ndarray:
-        """Clean readings, shape (len(t), len(channels)), for consecutive grid times `t`."""
-        raise NotImplementedError
+DEVICES: dict[str, type[DeviceModel]] = {"airpod": AirPod, "pump": Pump, "metric": Metric}
 
 
 def device_names() -> tuple[str, ...]:
-    return tuple(_registry())
+    return tuple(DEVICES)
 
 
 def get_device(name: str) -> type[DeviceModel]:
-    registry = _registry()
-    if name not in registry:
-        raise ValueError(f"unknown device {name!r}; choose one of: {', '.join(registry)}")
-    return registry[name]
+    if name not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; choose one of: {', '.join(DEVICES)}")
+    return DEVICES[name]
 
 
 def make_device(
@@ -59,11 +35,3 @@ def make_device(
 ) -> DeviceModel:
     """Build a device model; `options` are device-specific (metric: forecast=True)."""
     return get_device(name)(rng, period_s, t0, **options)
-
-
-def _registry() -> dict[str, type[DeviceModel]]:
-    from firmware_sim.devices.airpod import AirPod
-    from firmware_sim.devices.metric import Metric
-    from firmware_sim.devices.pump import Pump
-
-    return {"airpod": AirPod, "pump": Pump, "metric": Metric}

@@ -56,7 +56,7 @@ import math
 
 import numpy as np
 
-from firmware_sim.devices import DeviceModel
+from firmware_sim.devices.base import DeviceModel
 from firmware_sim.signals import (
     AR1,
     DAY,

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from firmware_sim.devices import DeviceModel
+from firmware_sim.devices.base import DeviceModel
 from firmware_sim.signals import AR1, HOUR, circ_gauss, day_of_week, local_hour
 
 WEEKLY = np.array([1.0, 1.0, 1.0, 1.0, 0.95, 0.75, 0.70])
