@@ -23,6 +23,7 @@ from edge.bundle import (
     WindowSpec,
     checksums,
 )
+from edge.scorers.flat import FlatScorerSpec
 from export.config import FitConfig
 from export.lag_kmeans import scale_of
 from export.prepare import Prepared
@@ -69,14 +70,16 @@ def memory_spec(scorer: str, config: FitConfig) -> MemorySpec | None:
                       gap=config.lag_memory_gap, k=config.lag_memory_k)
 
 
-def bundle_scorers(distance_scorers: list[str], config: FitConfig
+def bundle_scorers(distance_scorers: list[str], config: FitConfig, flat: tuple[str, ...] = ()
                    ) -> list[tuple[str, str, str | None]]:
     """(name, kind, ONNX output) of every scorer a bundle holds, in manifest order: lstm_ae,
-    the distance model's scorers, iqr, range, the long shapes."""
+    the distance model's scorers, iqr, range, the long shapes, and `flat` when channels were
+    constant in training (`flat`)."""
     return [("lstm_ae", "lstm_ae", None),
             *((name, "distance", name) for name in distance_scorers),
             ("iqr", "iqr", None), ("range", "range", None),
-            *((name, "long_shape", None) for name in long_shape_blocks(config))]
+            *((name, "long_shape", None) for name in long_shape_blocks(config)),
+            *((("flat", "flat", None),) if flat else ())]
 
 
 def long_shape_specs(name: str, config: FitConfig) -> tuple[LongShapeSpec, MemorySpec]:
@@ -89,14 +92,19 @@ def long_shape_specs(name: str, config: FitConfig) -> tuple[LongShapeSpec, Memor
 
 
 def scorer_specs(
-    thresholds: dict[str, Threshold], distance_scorers: list[str], config: FitConfig
+    thresholds: dict[str, Threshold], distance_scorers: list[str], config: FitConfig,
+    flat: tuple[str, ...] = (),
 ) -> list[ScorerSpec]:
     """The bundle's scorers (`bundle_scorers`), with a likelihood step and a memory where
     configured; a long shape always has both."""
     step = likelihood_spec(config)
     chosen = set(config.likelihood_scorers or ())
-    out = []
-    for name, kind, output in bundle_scorers(distance_scorers, config):
+    out: list[ScorerSpec] = []
+    for name, kind, output in bundle_scorers(distance_scorers, config, flat):
+        if kind == "flat":
+            out.append(FlatScorerSpec(name=name, kind="flat", channels=list(flat),
+                                      threshold=thresholds[name]))
+            continue
         shape, memory = (long_shape_specs(name, config) if kind == "long_shape"
                          else (None, memory_spec(name, config)))
         out.append(ScorerSpec(
@@ -123,8 +131,10 @@ def assemble_manifest(
     thresholds: dict[str, Threshold],
     parity: dict[str, Any],
     training: dict[str, Any],
+    lstm_trusted: bool = True,
 ) -> Manifest:
-    """The manifest; `identity` is (name, version, created); model files must be in `folder`."""
+    """The manifest; `identity` is (name, version, created); model files must be in `folder`;
+    `lstm_trusted` false marks the autoencoder as failing its parity bound."""
     name, version, created = identity
     members = list(config.ensemble_members or ())
     return Manifest(
@@ -137,11 +147,13 @@ def assemble_manifest(
         window=WindowSpec(length=config.window, stride=config.stride),
         preprocess=prep.preprocess,
         models=models,
-        lstm_ae=LstmAeSpec(reduce=config.lstm_reduce),  # type: ignore[arg-type]
+        lstm_ae=LstmAeSpec(
+            reduce=config.lstm_reduce, trusted=lstm_trusted  # type: ignore[arg-type]
+        ),
         distance=DistanceSpec(lags=lags, clip_inputs=config.distance_clip),
         iqr=prep.iqr,
         range=prep.range,
-        scorers=scorer_specs(thresholds, distance_scorers, config),
+        scorers=scorer_specs(thresholds, distance_scorers, config, prep.flat),
         ensemble=Ensemble(
             rule=config.ensemble_rule,  # type: ignore[arg-type]
             members=members,

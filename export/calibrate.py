@@ -16,6 +16,8 @@ Methods (each records its parameters in the manifest's `Threshold.params`):
   reaches `bound`: a shift any smaller is not reliably told apart from normal. For a Gaussian
   of deviation sigma, D_B = delta^2 / (8 sigma^2), so bound 2 gives median + 4 sigma.
 - `fence` (IQR scorer only): 1.0, the Tukey fence itself.
+- `tolerance` (`range` and `flat` scorers): fixed, a share of the range beyond the record, or
+  a departure of one tolerance from a channel's constant training value.
 - `likelihood` (scorers with the device's likelihood step): a fixed threshold on its z, not
   calibrated here: the step judges each raw score against the device's own history.
 """
@@ -156,6 +158,14 @@ def tolerance(share: float) -> Threshold:
     """The range scorer's threshold: how far beyond the record, in widths of the range, a row
     must lie (not calibrated: held-out rows lie inside the training range by construction)."""
     return Threshold(value=share, method="tolerance", params={})
+
+
+def flat(tolerance: float) -> Threshold:
+    """The `flat` scorer's threshold: 1.0, a departure of exactly the channel's tolerance
+    (`tolerance` x max(|value|, 1), its scale), not calibrated: the held-out rows do not
+    move."""
+    return Threshold(value=1.0, method="tolerance",
+                     params={"flat_tolerance": tolerance, "unit": "flat_tolerance x max(|v|, 1)"})
 
 
 def fence(scores: FloatArray) -> Threshold:

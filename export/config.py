@@ -142,6 +142,16 @@ class FitConfig:
             metavar="X",
         ),
     )
+    flat_tolerance: float = field(
+        default=1e-3,
+        metadata=_meta(
+            "a channel constant in the training rows (value v) is kept and scaled by its "
+            "tolerance, this x max(|v|, 1) in its own units (0.001: a thousandth of its "
+            "magnitude); by default a departure from v by more than the tolerance alerts "
+            "(scorer `flat`, an ensemble member), one within it does not",
+            "preprocessing",
+        ),
+    )
     transform_min_gain: float = field(
         default=0.25,
         metadata=_meta(
@@ -479,8 +489,10 @@ class FitConfig:
         metadata=_meta(
             "comma-separated scorers: lstm_ae, iqr and the distance model's outputs "
             "(window_features: window_mahalanobis; lag_kmeans: lag_distance_<n>; pca_kmeans: "
-            "spe, euclidean, mahalanobis) (recipe: window_mahalanobis; every lag distance; "
-            "lstm_ae,mahalanobis for pca_kmeans)",
+            "spe, euclidean, mahalanobis), range, the long shapes, and flat when channels are "
+            "constant in training (recipe: window_mahalanobis; every lag distance, range and "
+            "the long shapes; lstm_ae,mahalanobis for pca_kmeans; plus flat when channels are "
+            "constant, alone when all are)",
             "ensemble",
             parse=_split,
             metavar="A,B",
@@ -558,15 +570,18 @@ class FitConfig:
     min_int8_corr: float = field(
         default=0.9,
         metadata=_meta(
-            "fail if the int8-vs-float window-score correlation is lower on held-out windows "
-            "and on all rows",
+            "bound on the int8-vs-float window-score correlation (held-out windows or all "
+            "rows); below it the trainer converts again with more calibration windows, then "
+            "16x8, and failing those keeps the autoencoder marked not trusted for decisions "
+            "(the fit fails only when it is an ensemble member)",
             "checks",
         ),
     )
     min_int8_agreement: float = field(
         default=0.9,
         metadata=_meta(
-            "fail if int8-vs-float threshold decisions agree on fewer held-out windows", "checks"
+            "bound on the share of held-out windows whose int8 and float threshold decisions "
+            "agree; below it, as --min-int8-corr", "checks"
         ),
     )
     max_onnx_rel_diff: float = field(

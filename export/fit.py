@@ -31,7 +31,7 @@ from edge.engine import ScoringEngine
 from export import calibrate
 from export.assemble import bundle_scorers
 from export.config import FitConfig
-from export.errors import InputError
+from export.errors import FitError, InputError
 from export.prepare import Prepared, prepare, window_ends
 from export.recipes import default_lags, long_shape_blocks
 from export.scoring import ENSEMBLE, WindowScores, labelled_metrics, score_file
@@ -75,6 +75,7 @@ class FitResult:
     report: Path | None
     stage_seconds: dict[str, float] = field(default_factory=dict)
     float_model: Path | None = None  # the float Keras autoencoder, with keep_float
+    warnings: list[str] = field(default_factory=list)  # also among the progress lines
 
 
 def check_options(config: FitConfig, out_dir: Path) -> None:
@@ -111,6 +112,12 @@ class _Build:
     ae: Any = None  # export.lstm_ae.TrainedAe
     distance: Any = None  # export.onnx_export.DistanceModel
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    lstm_trusted: bool = True  # false: the quantised autoencoder failed its parity bound
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        self.say(f"      warning: {text}")
 
     @property
     def distance_clip(self) -> float | None:
@@ -133,6 +140,7 @@ class _Build:
             thresholds=thresholds,
             parity=parity,
             training=self.training,
+            lstm_trusted=self.lstm_trusted,
         )
         write_manifest(self.folder, manifest)
 
@@ -159,6 +167,21 @@ def _say_data(build: _Build, csv_path: Path) -> None:
         f"{prep.sample_period_s:g}s, max gap {prep.preprocess.max_gap_s:g}s; "
         f"transforms {transforms}"
     )
+    if prep.flat:
+        flat = [c for c in prep.preprocess.channels if c.name in prep.flat]
+        by_value: dict[tuple[float, float], list[str]] = {}
+        for c in flat:
+            by_value.setdefault((c.center, c.scale), []).append(repr(c.name))
+        listed = "; ".join(f"{', '.join(names)} at {value:g} (tolerance {tol:g})"
+                           for (value, tol), names in by_value.items())
+        member = ", an ensemble member" if "flat" in (config.ensemble_members or ()) else ""
+        build.warn(
+            (f"channel {listed} is" if len(flat) == 1
+             else f"{len(flat)} of {len(prep.data.channels)} channels ({listed}) are")
+            + " constant in the training rows: kept, scaled by a tolerance of "
+            f"{config.flat_tolerance:g} x max(|value|, 1) (--flat-tolerance); a departure "
+            f"beyond it is an anomaly (scorer `flat`{member})"
+        )
 
 
 def _fit_distance_model(build: _Build, x: np.ndarray) -> str:
@@ -168,15 +191,18 @@ def _fit_distance_model(build: _Build, x: np.ndarray) -> str:
         from export.window_features import fit_window_features
 
         build.distance = model = fit_window_features(
-            x, build.lags, p.scaled[p.fit_rows], c, list(p.data.channels))
+            x, build.lags, p.scaled[p.fit_rows], c, list(p.data.channels), p.flat_mask)
         info = model.info
         slow = [p.data.channels[j] for j in info["slow_channels"]]
         twins = sum(len(g) for g in info["twin_groups"])
+        moving = len(p.data.channels) - len(p.flat)
         return (
             f"window features over the last {build.lags} rows: {info['features']} "
-            f"(means of {len(p.data.channels) - len(slow)} channels, log standard deviations "
-            f"of {len(p.data.channels)}, {twins} twin residuals in "
-            f"{len(info['twin_groups'])} groups; slow channels: {', '.join(slow) or 'none'}) "
+            f"(means of {moving - len(slow)} channels, log standard deviations "
+            f"of {moving}, {twins} twin residuals in "
+            f"{len(info['twin_groups'])} groups; slow channels: {', '.join(slow) or 'none'}"
+            + (f"; the {len(p.flat)} constant channels have no weight" if p.flat else "")
+            + ") "
             f"-> Mahalanobis, {c.covariance} covariance"
         )
     if c.distance_model == "lag_kmeans":
@@ -218,7 +244,6 @@ def _fit_distance(build: _Build) -> None:
 
 def _fit_lstm(build: _Build) -> None:
     from export.lstm_ae import train
-    from export.tflite_export import export_int8
 
     started = time.perf_counter()
     p, c = build.prep, build.config
@@ -236,18 +261,6 @@ def _fit_lstm(build: _Build) -> None:
     build.timed("lstm_train", started)
     if c.keep_float:
         ae.model.save(build.folder / FLOAT_FILE)
-    started = time.perf_counter()
-    count = min(c.calib_samples, len(windows))
-    pick = np.unique(np.linspace(0, len(windows) - 1, count).round().astype(int))
-    build.models["lstm_ae"] = export_int8(
-        ae.model, windows[pick], c.clip, build.folder / LSTM_FILE, c.convert_timeout_s
-    )
-    build.timed("tflite_convert", started)
-    build.say(
-        f"[4/7] int8 TFLite (converted in a subprocess): {LSTM_FILE} "
-        f"{(build.folder / LSTM_FILE).stat().st_size / 1024:.1f} KB, "
-        f"{time.perf_counter() - started:.1f}s"
-    )
     build.training["lstm_ae"] = {
         "units": c.units,
         "parameters": params,
@@ -255,8 +268,31 @@ def _fit_lstm(build: _Build) -> None:
         "best_epoch": ae.best_epoch,
         "seconds": round(ae.seconds, 2),
         "best_val_loss": min(ae.history.get("val_loss", [float("nan")])),
-        "calibration_windows": len(pick),
     }
+    _convert(build, c.calib_samples, "int8", "[4/7]")
+
+
+def _convert(build: _Build, samples: int, mode: str, step: str) -> None:
+    """Quantise the autoencoder (`mode` int8 or 16x8) calibrated on up to `samples` training
+    windows, evenly spaced, into the bundle's LSTM_FILE."""
+    from export.tflite_export import export_int8
+
+    started = time.perf_counter()
+    p, c = build.prep, build.config
+    windows = p.windows(p.fit_ends, c.window)
+    count = min(samples, len(windows))
+    pick = np.unique(np.linspace(0, len(windows) - 1, count).round().astype(int))
+    build.models["lstm_ae"] = export_int8(
+        build.ae.model, windows[pick], c.clip, build.folder / LSTM_FILE, c.convert_timeout_s,
+        mode,
+    )
+    build.timed("tflite_convert", started)
+    build.say(
+        f"{step} {mode} TFLite (converted in a subprocess, {len(pick)} calibration windows): "
+        f"{LSTM_FILE} {(build.folder / LSTM_FILE).stat().st_size / 1024:.1f} KB, "
+        f"{time.perf_counter() - started:.1f}s"
+    )
+    build.training["lstm_ae"].update({"calibration_windows": len(pick), "quantization": mode})
 
 
 def _thresholds(build: _Build, heldout: WindowScores) -> dict[str, Threshold]:
@@ -269,6 +305,8 @@ def _thresholds(build: _Build, heldout: WindowScores) -> dict[str, Threshold]:
             out[name] = calibrate.fence(scores)
         elif name == "range":
             out[name] = calibrate.tolerance(config.range_tolerance)
+        elif name == "flat":
+            out[name] = calibrate.flat(config.flat_tolerance)
         elif name in long_shape_blocks(config):
             out[name] = calibrate.likelihood(config.long_shape_threshold)
         else:
@@ -292,7 +330,7 @@ def _calibrate(build: _Build, all_ends: np.ndarray) -> tuple[dict[str, Threshold
 
     started = time.perf_counter()
     prep, config = build.prep, build.config
-    names = [name for name, _, _ in bundle_scorers(build.distance.scorers, config)]
+    names = [name for name, _, _ in bundle_scorers(build.distance.scorers, config, prep.flat)]
     provisional = {s: Threshold(value=1.0, method="provisional") for s in names}
     build.write_manifest(provisional, {})
     engine = ScoringEngine(load_bundle(build.folder))
@@ -314,7 +352,89 @@ def _calibrate(build: _Build, all_ends: np.ndarray) -> tuple[dict[str, Threshold
     )
     parity = verify.summarise(figures)
     build.timed("calibrate_and_parity", started)
-    verify.check_parity(parity, config)
+    verify.check_onnx(parity, config)
+    return thresholds, parity
+
+
+def _attempt(parity: dict[str, Any], build: _Build) -> dict[str, Any]:
+    keys = ("int8_float_corr", "int8_float_corr_all_rows", "int8_float_agreement")
+    return {"quantization": build.training["lstm_ae"]["quantization"],
+            "calibration_windows": build.training["lstm_ae"]["calibration_windows"],
+            **{k: parity[k] for k in keys}}
+
+
+def _calibrate_with_parity(build: _Build, all_ends: np.ndarray
+                           ) -> tuple[dict[str, Threshold], dict]:
+    """`_calibrate`, and when the quantised autoencoder strays from the float model beyond the
+    bounds: convert again with more calibration windows, then with 16x8 activations; failing
+    that, keep the int8 model that came closest, marked not trusted for decisions (a warning),
+    or, when it is an ensemble member, a FitError with the figures and what to try."""
+    from export import verify
+
+    config = build.config
+    thresholds, parity = _calibrate(build, all_ends)
+    problem = verify.int8_problem(parity, config)
+    if problem is None:
+        return thresholds, parity
+    windows = len(build.prep.fit_ends)
+    kept = Path(tempfile.mkdtemp(prefix=".lstm-attempts-", dir=build.folder.parent))
+    try:
+        tried = [(_attempt(parity, build), thresholds, parity, dict(build.training["lstm_ae"]),
+                  build.models["lstm_ae"])]
+        shutil.copy2(build.folder / LSTM_FILE, kept / "0.tflite")
+        more = min(windows, max(4 * config.calib_samples, 1024))
+        retries = ([(more, "int8")] if more > tried[0][0]["calibration_windows"] else [])
+        retries.append((more, "16x8"))
+        for samples, mode in retries:
+            build.say(f"      the {tried[-1][0]['quantization']} model strays from the float "
+                      f"model ({problem}): converting again, {mode} with {min(samples, windows)}"
+                      " calibration windows")
+            try:
+                _convert(build, samples, mode, "     ")
+            except FitError as exc:
+                build.say(f"      {mode}: {exc}")
+                continue
+            thresholds, parity = _calibrate(build, all_ends)
+            problem = verify.int8_problem(parity, config)
+            if problem is None:
+                parity["quantization_attempts"] = [t[0] for t in tried] + [_attempt(parity, build)]
+                return thresholds, parity
+            tried.append((_attempt(parity, build), thresholds, parity,
+                          dict(build.training["lstm_ae"]), build.models["lstm_ae"]))
+            shutil.copy2(build.folder / LSTM_FILE, kept / f"{len(tried) - 1}.tflite")
+        summary = "; ".join(
+            f"{t[0]['quantization']} with {t[0]['calibration_windows']} calibration windows: "
+            f"corr {t[0]['int8_float_corr']:.3f} held-out, {t[0]['int8_float_corr_all_rows']:.3f}"
+            f" all rows, agreement {t[0]['int8_float_agreement']:.1%}" for t in tried)
+        if "lstm_ae" in (config.ensemble_members or ()):
+            raise FitError(
+                f"the quantised LSTM autoencoder strays from the float model ({summary}; bounds "
+                f"--min-int8-corr {config.min_int8_corr}, --min-int8-agreement "
+                f"{config.min_int8_agreement:.0%}) and it is an ensemble member, so it would "
+                "decide with scores the float model does not give: try more --epochs or "
+                "--units, a smaller --clip, another --seed, or leave lstm_ae out of "
+                "--ensemble-members (the bundle then keeps it, marked not trusted)"
+            )
+        index = max((i for i, t in enumerate(tried) if t[0]["quantization"] == "int8"),
+                    key=lambda i: max(tried[i][0]["int8_float_corr"],
+                                      tried[i][0]["int8_float_corr_all_rows"]))
+        best, thresholds, parity, info, model = tried[index]
+        shutil.copy2(kept / f"{index}.tflite", build.folder / LSTM_FILE)
+        build.training["lstm_ae"], build.models["lstm_ae"] = info, model
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
+    build.lstm_trusted = False
+    parity["quantization_attempts"] = [t[0] for t in tried]
+    parity["lstm_ae_trusted"] = False
+    build.warn(
+        f"the quantised LSTM autoencoder strays from the float model ({summary}; bounds "
+        f"--min-int8-corr {config.min_int8_corr}, --min-int8-agreement "
+        f"{config.min_int8_agreement:.0%}); it is no ensemble member, so the bundle keeps the "
+        f"{best['quantization']} model with {best['calibration_windows']} calibration windows "
+        "marked not trusted for decisions (manifest lstm_ae.trusted false): scored and "
+        "reported, never a member, and alerts are attributed to channels by the size of their "
+        "newest scaled value instead of its errors"
+    )
     return thresholds, parity
 
 
@@ -370,7 +490,7 @@ def _build(build: _Build, csv_path: Path, lines: list[str]) -> tuple[Manifest, d
     _fit_lstm(build)
     ok = np.ones(len(prep.scaled), dtype=bool)
     all_ends = window_ends(ok, prep.gap_before, config.window, config.stride)
-    thresholds, parity = _calibrate(build, all_ends)
+    thresholds, parity = _calibrate_with_parity(build, all_ends)
 
     started = time.perf_counter()
     build.write_manifest(thresholds, parity)
@@ -492,4 +612,5 @@ def fit_bundle(
         report,
         build.stage_seconds,
         out_dir / FLOAT_FILE if config.keep_float else None,
+        build.warnings,
     )

@@ -111,4 +111,6 @@ def run(args: argparse.Namespace) -> int:
     if result.report is not None:
         print(f"report: {result.report}", flush=True)
     sys.stdout.flush()
+    for text in result.warnings:
+        print(f"edge-train fit: warning: {text}", file=sys.stderr, flush=True)
     return 0

@@ -6,6 +6,11 @@ training; NaN are forward-filled exactly as the device's `ForwardFill` does (the
 median before the first valid value); a gap longer than `max_gap_s` restarts the window.
 Per channel a variance-stabilising transform and a robust scale are fitted on the first
 (1 - holdout) of the clean training rows; the rest is held out for calibration.
+
+A channel constant in all the training rows (value v; a valve position, a door sensor, a
+setpoint) is kept: its scale is its tolerance, `flat_tolerance` x max(|v|, 1) in its own
+units, so a scaled value beyond +/-1 is a departure beyond the tolerance (the `flat` scorer);
+its IQR fences and its training range are set so that they too are crossed there.
 """
 
 from __future__ import annotations
@@ -67,6 +72,11 @@ class Prepared:
     summary: dict[str, Any] = field(default_factory=dict)
     config: FitConfig = field(default_factory=FitConfig)  # resolved: the recipe filled in
     range: RangeSpec | None = None  # the training rows' range, where a device's starts
+    flat: tuple[str, ...] = ()  # channels constant in the training rows, in manifest order
+
+    @property
+    def flat_mask(self) -> BoolArray:
+        return np.array([c in self.flat for c in self.data.channels], dtype=bool)
 
     def windows(self, ends: IntArray, length: int) -> FloatArray:
         return windows_at(self.scaled, ends, length)
@@ -238,20 +248,36 @@ def _robust_scale(t: FloatArray, sd_floor: float = 0.0) -> tuple[float, float, s
     return center, max(scale, floor), how
 
 
+def is_constant(values: FloatArray) -> bool:
+    """All finite `values` equal (to 1e-12 of their magnitude); False when there are none."""
+    values = values[np.isfinite(values)]
+    return bool(values.size) and bool(
+        np.ptp(values) <= 1e-12 * max(1.0, float(np.abs(values).max())))
+
+
+def flat_tolerance(value: float, config: FitConfig) -> float:
+    """The tolerance of a channel constant at `value` in training: `flat_tolerance` x
+    max(|value|, 1), in the channel's units."""
+    return float(config.flat_tolerance * max(abs(value), 1.0))
+
+
 def fit_channel(name: str, raw: FloatArray, config: FitConfig) -> tuple[ChannelPreprocess, dict]:
-    """Transform and robust scale of one channel from its valid fit-row values."""
+    """Transform and robust scale of one channel from its valid fit-row values; a constant
+    channel is scaled by its tolerance around its value (`flat_tolerance`)."""
     values = raw[np.isfinite(raw)]
     if values.size == 0:
         raise InputError(
             f"channel {name!r} has no values in the training rows before the held-out part "
             "(--rows, --holdout); leave it out with --channels"
         )
-    if np.ptp(values) <= 1e-12 * max(1.0, float(np.abs(values).max())):
-        shown = f"{values[0]:g}"
-        raise InputError(
-            f"channel {name!r} is constant in the training rows (value {shown}): "
-            "it carries no information; leave it out with --channels"
-        )
+    if is_constant(values):
+        value = float(np.median(values))
+        tolerance = flat_tolerance(value, config)
+        flat = ChannelPreprocess(
+            name=name, transform="none", offset=0.0, center=value, scale=tolerance, fill=value
+        )  # type: ignore[arg-type]
+        return flat, {"transform": "none", "constant": True, "value": value,
+                      "tolerance": tolerance, "scale_from": "flat_tolerance"}
     kind, skews = choose_transform(values, config)
     center, scale, how = _robust_scale(_apply(kind, values), config.scale_sd_floor or 0.0)
     spec = ChannelPreprocess(
@@ -270,22 +296,51 @@ def fit_channel(name: str, raw: FloatArray, config: FitConfig) -> tuple[ChannelP
     return spec, info
 
 
-def training_range(scaled: FloatArray) -> RangeSpec:
+def training_range(scaled: FloatArray, constant: BoolArray | None = None,
+                   tolerance: float = 0.1) -> RangeSpec:
     """Per-channel lowest and highest row in scaled units (the start of a device's running
-    range)."""
+    range). A `constant` channel (scaled by its tolerance, 0 in training) starts at +/-a with
+    a = 1 / (1 + 2 x `tolerance`, the range threshold): a record beyond +/-1, its tolerance,
+    is over the threshold."""
     low, high = np.nanmin(scaled, axis=0), np.nanmax(scaled, axis=0)
+    if constant is not None:
+        half = 1.0 / (1.0 + 2.0 * tolerance)
+        low, high = np.where(constant, -half, low), np.where(constant, half, high)
     return RangeSpec(low=[float(v) for v in low], high=[float(v) for v in high])
 
 
-def iqr_fences(scaled: FloatArray, k: float) -> IqrSpec:
+def iqr_fences(scaled: FloatArray, k: float, constant: BoolArray | None = None) -> IqrSpec:
     """Per-channel quartiles in scaled units. A degenerate IQR (under a tenth of a normal
     channel's 1.349, e.g. a sensor stuck on a few values) is replaced by the Gaussian
-    quartiles +/-0.6745 around the median, so the fence is not absurdly tight."""
+    quartiles +/-0.6745 around the median, so the fence is not absurdly tight. A `constant`
+    channel (scaled by its tolerance) gets quartiles +/-1 / (1 + 2k): its fence is +/-1, the
+    tolerance."""
     q1, med, q3 = np.nanpercentile(scaled, [25, 50, 75], axis=0)
     flat = (q3 - q1) < 0.1 * 1.349
     q1 = np.where(flat, med - 0.6745, q1)
     q3 = np.where(flat, med + 0.6745, q3)
+    if constant is not None:
+        quartile = 1.0 / (1.0 + 2.0 * k)
+        q1, q3 = np.where(constant, -quartile, q1), np.where(constant, quartile, q3)
     return IqrSpec(q1=[float(v) for v in q1], q3=[float(v) for v in q3], k=k)
+
+
+def constant_channels(data: Dataset, fit_rows: BoolArray, usable: BoolArray) -> tuple[str, ...]:
+    """Channels constant in all the normal training rows; InputError for one constant in the
+    fit rows only (its scale would be 0 while the held-out rows move)."""
+    out = []
+    for j, name in enumerate(data.channels):
+        if not is_constant(data.raw[fit_rows, j]):
+            continue
+        if not is_constant(data.raw[usable, j]):
+            values = data.raw[fit_rows, j]
+            raise InputError(
+                f"channel {name!r} is constant in the training rows before the held-out part "
+                f"(value {values[np.isfinite(values)][0]:g}) but moves in the held-out ones: "
+                "use --rows where it moves in both, or leave it out with --channels"
+            )
+        out.append(name)
+    return tuple(out)
 
 
 def _check_missing(data: Dataset, rows: BoolArray, limit: float) -> None:
@@ -315,7 +370,6 @@ def prepare(csv_path: Path, config: FitConfig) -> Prepared:
     if not 0.05 <= config.holdout <= 0.5:
         raise InputError(f"--holdout {config.holdout}: use a share between 0.05 and 0.5")
     data = load_dataset(csv_path, config)
-    config = resolve(config, len(data.channels))
     normal = ~data.labels if data.labels is not None else np.ones(len(data.raw), dtype=bool)
     usable = data.train & normal
     if usable.sum() < 2:
@@ -333,6 +387,8 @@ def prepare(csv_path: Path, config: FitConfig) -> Prepared:
     boundary = normal_idx[len(normal_idx) - max(1, round(config.holdout * len(normal_idx)))]
     idx = np.arange(len(data.raw))
     fit_rows, calib_rows = usable & (idx < boundary), usable & (idx >= boundary)
+    flat = constant_channels(data, fit_rows, usable)
+    config = resolve(config, len(data.channels), flat)
     fit_ends = window_ends(fit_rows, gap_before, config.window, config.train_stride)
     calib_ends = window_ends(calib_rows, gap_before, config.window, 1)
     if len(fit_ends) < MIN_FIT_WINDOWS or len(calib_ends) < MIN_CALIB_WINDOWS:
@@ -352,7 +408,8 @@ def prepare(csv_path: Path, config: FitConfig) -> Prepared:
     )
     fill = np.array([c.fill for c in channels])
     scaled = scale_rows(forward_fill(data.raw, fill), preprocess)
-    iqr = iqr_fences(scaled[fit_rows], config.iqr_k)
+    constant = np.array([c in flat for c in data.channels], dtype=bool)
+    iqr = iqr_fences(scaled[fit_rows], config.iqr_k, constant)
     summary = {
         "rows_in_file": len(data.table),
         "rows_after_cleaning": len(data.raw),
@@ -369,6 +426,7 @@ def prepare(csv_path: Path, config: FitConfig) -> Prepared:
             for c, v in zip(data.channels, np.isnan(data.raw[usable]).mean(axis=0), strict=True)
         },
         "channels": info,
+        "constant_channels": list(flat),
         "time_column": data.table.time_column,
         "label_column": data.table.label_column,
         "delimiter": data.table.delimiter,
@@ -387,5 +445,6 @@ def prepare(csv_path: Path, config: FitConfig) -> Prepared:
         calib_rows,
         summary,
         config,
-        range=training_range(scaled[fit_rows | calib_rows]),
+        range=training_range(scaled[fit_rows | calib_rows], constant, config.range_tolerance),
+        flat=flat,
     )

@@ -74,6 +74,11 @@ explicitly is kept. Every figure below is measured with the real pipeline (`fit_
   (spans up to 192 rows) 72.5, 4,16,64 73.8, and the 8-row blocks alone (z 2.0-2.25)
   73.9-74.0: the gain needs shapes of about a day of NAB's 5-minute rows.
 
+Channels constant in the training rows (either recipe) are scaled by a tolerance,
+`flat_tolerance` x max(|value|, 1), and judged by the `flat` scorer (threshold 1: a departure
+beyond the tolerance), which joins the members; alone when every channel is constant (NAB
+`art_flatline`: no alert on its own replay), the other scorers having learnt a flat line.
+
 The int8 LSTM autoencoder is in every bundle, scored and reported, and its per-channel errors
 attribute an alert to channels. It is no ensemble member by default: as a member (max) it
 costs SKAB F1 0.851 -> 0.791 (FAR 8.5% -> 46.1%, the level drift after faults) and NAB
@@ -162,8 +167,12 @@ def long_shape_blocks(config: FitConfig) -> dict[str, int]:
             for block in sorted(set(config.long_shapes or ()))}
 
 
-def resolve(config: FitConfig, n_channels: int) -> FitConfig:
-    """The config with every recipe field filled in (and `recipe` no longer `auto`)."""
+def resolve(config: FitConfig, n_channels: int, flat: tuple[str, ...] = ()) -> FitConfig:
+    """The config with every recipe field filled in (and `recipe` no longer `auto`).
+
+    `flat` names the channels constant in training: the `flat` scorer (a departure beyond
+    the tolerance) joins the default members; when every channel is flat it is the only one,
+    the other scorers having learnt nothing but a flat line."""
     recipe = recipe_for(config, n_channels)
     filled: dict[str, Any] = {"recipe": recipe}
     for name, value in RECIPE_DEFAULTS[recipe].items():
@@ -179,6 +188,10 @@ def resolve(config: FitConfig, n_channels: int) -> FitConfig:
             changes["ensemble_members"] = ("window_mahalanobis",)
         else:
             changes["ensemble_members"] = (*outputs, "range", *long_shape_blocks(config))
+        if flat:
+            every = len(flat) == n_channels
+            changes["ensemble_members"] = (
+                ("flat",) if every else (*changes["ensemble_members"], "flat"))
     if config.lag_memory is None:
         changes["lag_memory"] = LAG_MEMORY if config.distance_model == "lag_kmeans" else 0
     if config.likelihood_scorers is None:
@@ -186,20 +199,23 @@ def resolve(config: FitConfig, n_channels: int) -> FitConfig:
     if config.lags == 0:
         changes["lags"] = default_lags(n_channels, config)
     config = dataclasses.replace(config, **changes)
-    check_resolved(config, n_channels)
+    check_resolved(config, n_channels, flat)
     return config
 
 
-def scorer_names(config: FitConfig, n_channels: int) -> list[str]:
+def scorer_names(config: FitConfig, n_channels: int, flat: tuple[str, ...] = ()) -> list[str]:
     outputs = list(distance_outputs(config))
     if config.distance_model == "pca_kmeans" and config.lags * n_channels == 1:
         outputs.remove("spe")  # identically zero with one feature
-    return ["lstm_ae", *outputs, "iqr", "range", *long_shape_blocks(config)]
+    return ["lstm_ae", *outputs, "iqr", "range", *long_shape_blocks(config),
+            *(["flat"] if flat else [])]
 
 
-def check_resolved(config: FitConfig, n_channels: int) -> None:
+def check_resolved(config: FitConfig, n_channels: int, flat: tuple[str, ...] = ()) -> None:
     """Problems that show only once the recipe is known; InputError names the option."""
-    names = scorer_names(config, n_channels)
+    if not config.flat_tolerance > 0:
+        raise InputError(f"--flat-tolerance {config.flat_tolerance}: must be positive")
+    names = scorer_names(config, n_channels, flat)
     members = config.ensemble_members or ()
     unknown = [m for m in members if m not in names]
     if unknown or not members:

@@ -1,7 +1,9 @@
 """Convert the Keras autoencoder to a full-integer int8 TFLite model, in a subprocess.
 
-int8 weights and activations, int8 input and output, calibrated on training windows. The
-converter runs in a child process (`python -m export.tflite_export MODEL CALIB OUT`) because
+int8 weights and activations, int8 input and output, calibrated on training windows; or,
+with `mode="16x8"`, int8 weights and int16 activations, input and output (finer activations
+where int8 strays from the float model; about 5x slower on the device). The
+converter runs in a child process (`python -m export.tflite_export MODEL CALIB OUT MODE`) because
 when it crashes (it segfaults on a fused LSTM with TF 2.21 / Keras 3) it takes its process
 down: here that becomes a FitError that says what happened instead of a dead trainer.
 """
@@ -31,10 +33,17 @@ def _tail(text: str, lines: int = 6) -> str:
     return " | ".join(kept)
 
 
+MODES = ("int8", "16x8")
+
+
 def export_int8(
-    model: Any, calib_windows: FloatArray, clip: float, out: Path, timeout_s: float = 900.0
+    model: Any, calib_windows: FloatArray, clip: float, out: Path, timeout_s: float = 900.0,
+    mode: str = "int8",
 ) -> ModelFile:
-    """Write `out` (int8 TFLite) from a Keras model; calibrate on `calib_windows`."""
+    """Write `out` (TFLite, `mode` int8 or 16x8) from a Keras model; calibrate on
+    `calib_windows`."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: one of {MODES}")
     with tempfile.TemporaryDirectory(prefix="edge-train-tflite-") as tmp:
         model_path, calib_path = Path(tmp) / "model.keras", Path(tmp) / "calib.npy"
         model.save(model_path)
@@ -46,6 +55,7 @@ def export_int8(
             str(model_path),
             str(calib_path),
             str(out),
+            mode,
         ]
         env = {
             **os.environ,
@@ -59,7 +69,8 @@ def export_int8(
             )
         except subprocess.TimeoutExpired as exc:
             raise FitError(
-                f"TFLite int8 conversion took longer than {timeout_s:.0f}s (--convert-timeout-s)"
+                f"TFLite {mode} conversion took longer than {timeout_s:.0f}s "
+                "(--convert-timeout-s)"
             ) from exc
     if done.returncode != 0 or not out.is_file():
         if done.returncode < 0:
@@ -67,7 +78,7 @@ def export_int8(
         else:
             how = f"the converter exited with code {done.returncode}"
         raise FitError(
-            f"TFLite int8 conversion of the LSTM autoencoder failed: {how} "
+            f"TFLite {mode} conversion of the LSTM autoencoder failed: {how} "
             f"(a fused LSTM crashes it; the layers must use unroll=True). "
             f"Converter output: {_tail(done.stderr) or '(none)'}"
         )
@@ -98,8 +109,9 @@ def describe(path: Path) -> ModelFile:
     )
 
 
-def convert(model_path: Path, calib_path: Path, out: Path) -> None:
-    """Child-process side: load the Keras model and convert it to full-integer int8."""
+def convert(model_path: Path, calib_path: Path, out: Path, mode: str = "int8") -> None:
+    """Child-process side: load the Keras model and convert it to full-integer int8 (or
+    16x8: int16 activations)."""
     import keras
     import tensorflow as tf
 
@@ -113,11 +125,18 @@ def convert(model_path: Path, calib_path: Path, out: Path) -> None:
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    if mode == "16x8":
+        ops = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        converter.target_spec.supported_ops = [ops]
+        converter.inference_input_type = tf.int16
+        converter.inference_output_type = tf.int16
+    else:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
     out.write_bytes(converter.convert())
 
 
 if __name__ == "__main__":
-    convert(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
+    convert(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]),
+            sys.argv[4] if len(sys.argv) > 4 else "int8")

@@ -12,7 +12,9 @@ deviation of its trailing `span`-row mean exceeds `ratio` x its own standard dev
 (temperatures, pressures that drift). Its level drifts after a fault and on its own, so only
 its short-term variability is a feature. The score is the Mahalanobis distance of the features
 to their training mean under a covariance estimated (Ledoit-Wolf by default) on standardised
-features, so the shrinkage treats every feature alike whatever its unit.
+features, so the shrinkage treats every feature alike whatever its unit. A channel constant in
+training has no feature: its features would have no variance (a singular covariance, or a
+shrinkage term that weighs them at random); the `flat` scorer judges it instead.
 
 The whole computation runs in the ONNX graph (`WindowFeatureModel.onnx`): Reshape to
 [N, lags, C], ReduceMean, Gather, Sqrt/Log, Concat, centre, MatMul by a factor A of the
@@ -105,23 +107,32 @@ def fit_window_features(
     slow_rows: FloatArray,
     config: FitConfig,
     names: list[str] | None = None,
+    constant: BoolArray | None = None,
 ) -> WindowFeatureModel:
     """Fit on training inputs `x` (N, lags*C); `slow_rows` (n, C) are the scaled training rows
-    in time order, for the slow-channel and twin tests; `names` the channel names."""
+    in time order, for the slow-channel and twin tests; `names` the channel names; the
+    `constant` channels (flat in training) get no weight in the distance."""
     channels = x.shape[1] // lags
+    constant = np.zeros(channels, dtype=bool) if constant is None else np.asarray(constant)
     slow = slow_channels(slow_rows, config.slow_span, config.slow_ratio)
-    keep = ~slow
+    keep = ~slow & ~constant
     groups = twin_groups(names, slow_rows) if names and config.twin_features else []
     twins = residual_matrix(groups, channels)
     f = window_features(x, lags, keep, config.feature_eps, twins)
+    active = np.ones(f.shape[1], dtype=bool)
+    active[int(keep.sum()) + np.flatnonzero(constant)] = False  # their log sd
     mean, sd = f.mean(axis=0), f.std(axis=0)
-    sd = np.where(sd > 1e-12, sd, 1.0)
-    precision = _precision(config.covariance, config.seed, (f - mean) / sd)
-    factor = _factor(precision) / sd[:, None]
+    sd = np.where(sd > 1e-12, sd, 1.0)  # a feature constant in training: unit scale
+    factor = np.zeros((f.shape[1], max(1, int(active.sum()))))
+    if active.any():
+        z = (f[:, active] - mean[active]) / sd[active]
+        precision = _precision(config.covariance, config.seed, z)
+        factor[active] = _factor(precision) / sd[active][:, None]
     info = {
         "features": int(f.shape[1]),
         "feature_window": lags,
-        "slow_channels": np.flatnonzero(slow).tolist(),
+        "slow_channels": np.flatnonzero(slow & ~constant).tolist(),
+        "constant_channels": np.flatnonzero(constant).tolist(),
         "twin_groups": groups,
         "slow_span": config.slow_span,
         "slow_ratio": config.slow_ratio,

@@ -56,10 +56,14 @@ def test_too_few_rows_for_the_window(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert_refused(code, out, capsys.readouterr().err, "too few rows", "--rows", "--window 16")
 
 
-def test_constant_channel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    csv = write_csv(tmp_path / "d.csv", flat=["3.5"] * 300)
+def test_channel_constant_only_before_the_held_out_rows(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A channel constant in all the training rows is kept (tests/test_train_flat_and_parity.py);
+    one constant in the fit rows that moves in the held-out ones has no scale to fit."""
+    csv = write_csv(tmp_path / "d.csv", flat=["3.5"] * 225 + ["3.6"] * 75)
     code, out = fit(tmp_path, csv)
-    assert_refused(code, out, capsys.readouterr().err, "'flat'", "constant", "--channels")
+    assert_refused(code, out, capsys.readouterr().err, "'flat'", "constant", "held-out",
+                   "--channels")
 
 
 def test_mostly_missing_channel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

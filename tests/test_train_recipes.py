@@ -139,7 +139,7 @@ def test_recipes_by_channel_count_and_explicit_options_win() -> None:
 
 
 def test_a_schema_1_manifest_still_loads() -> None:
-    """Schemas 2 to 5 only added optional fields and kinds; an agent of this release reads 1."""
+    """Schemas 2 to 6 only added optional fields and kinds; an agent of this release reads 1."""
     manifest = {
         "schema_version": 1, "name": "old", "version": "1", "created": "2026-01-01T00:00:00Z",
         "channels": ["a"], "sample_period_s": 1.0, "window": {"length": 4},
@@ -155,4 +155,4 @@ def test_a_schema_1_manifest_still_loads() -> None:
     }
     parsed = parse_manifest(json.dumps(manifest).encode())
     assert parsed.decision.cooldown_windows == 0 and parsed.scorers[0].likelihood is None
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6

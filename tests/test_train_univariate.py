@@ -51,7 +51,7 @@ def univariate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_the_recipe_writes_a_memory_on_each_lag_distance(univariate: tuple[Path, Path]
                                                          ) -> None:
     m = load_bundle(univariate[1]).manifest
-    assert m.schema_version == SCHEMA_VERSION == 5
+    assert m.schema_version == SCHEMA_VERSION == 6
     lag = {s.name: s for s in m.scorers if s.name.startswith("lag_distance_")}
     assert sorted(lag) == ["lag_distance_4", "lag_distance_8"]
     for name, scorer in lag.items():
