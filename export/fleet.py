@@ -305,9 +305,9 @@ def fit_task(task: FitTask) -> dict[str, Any]:
         folder = Path(tmp)
         csv_path = folder / task.csv_name
         csv_path.write_bytes(task.data)
-        config = replace(task.config, force=True)
+        # the bundle folder is new: no --force, so the manifest's config is a plain fit's
         (folder / TASK_NAME).write_bytes(
-            pickle.dumps({"device": task.device, "csv": str(csv_path), "config": config}))
+            pickle.dumps({"device": task.device, "csv": str(csv_path), "config": task.config}))
         proc = subprocess.Popen(
             [sys.executable, "-m", "export.fleet_worker", str(folder)], env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -416,7 +416,8 @@ class DaskBackend:
     def wait_first(self, futures: list[Any]) -> list[Any]:
         from distributed import wait
 
-        done, _ = wait(futures, return_when="FIRST_COMPLETED")
+        with self.client.as_current():  # not the process-wide default client
+            done, _ = wait(futures, return_when="FIRST_COMPLETED")
         return list(done)
 
     def close(self, cancel: bool = False) -> None:
@@ -445,6 +446,7 @@ class ProgressBar:
         self.width = width
         self.done = 0
         self.failed = 0
+        self.untimed = 0  # finished without a fit (refused at once): not in the ETA
         self.started = time.monotonic()
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
 
@@ -452,7 +454,8 @@ class ProgressBar:
         finished = self.done + self.failed
         filled = int(self.width * finished / self.total) if self.total else self.width
         elapsed = time.monotonic() - self.started
-        eta = (elapsed / finished * (self.total - finished)) if finished else None
+        timed = finished - self.untimed
+        eta = (elapsed / timed * (self.total - finished)) if timed > 0 else None
         eta_text = _duration(eta) if eta is not None else "?"
         return (f"[{'#' * filled}{'.' * (self.width - filled)}] {finished}/{self.total} "
                 f"done, {self.failed} failed, elapsed {_duration(elapsed)}, ETA {eta_text}")
@@ -462,11 +465,12 @@ class ProgressBar:
             self.stream.write(self.line())
             self.stream.flush()
 
-    def update(self, outcome: DeviceOutcome) -> None:
+    def update(self, outcome: DeviceOutcome, timed: bool = True) -> None:
         if outcome.status == "failed":
             self.failed += 1
         else:
             self.done += 1
+        self.untimed += not timed
         if self.tty:
             self.stream.write("\r\033[K" + self.line())
         else:
@@ -624,6 +628,7 @@ class FleetRun:
             "input_sha256": item.input_sha256, "options_sha256": options_hash,
             "rows": outcome.rows, "channels": outcome.channels, "recipe": outcome.recipe,
             "f1": outcome.f1, "bytes": size, "seconds": outcome.seconds,
+            "peak_rss_mb": outcome.peak_rss_mb, "worker": outcome.worker,
         }
         self.index["failed"].pop(item.device, None)
         return outcome
@@ -681,7 +686,7 @@ class FleetRun:
             progress.start()
             for o in outcomes.values():
                 if o.status == "failed":
-                    progress.update(o)
+                    progress.update(o, timed=False)
         pending: dict[Any, tuple[DeviceInput, str, int]] = {}
         try:
             for item, options_hash in todo:

@@ -182,6 +182,10 @@ def render(results: dict[str, Any]) -> str:
         body += device_section(results["device"])
     if "e2e" in results:
         body += e2e_section(results["e2e"])
+    if "fleet" in results:
+        from tests.bench.fleet import fleet_section
+
+        body += fleet_section(results["fleet"])
     t = results["timings"]
     rows = [[k, minutes(v)] for k, v in t["sections"].items()]
     body += ["## Timings", "", md_table(["part", "wall time"], rows), "",
