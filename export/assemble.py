@@ -132,11 +132,13 @@ def assemble_manifest(
     parity: dict[str, Any],
     training: dict[str, Any],
     lstm_trusted: bool = True,
+    added: tuple[ScorerSpec, ...] = (),
 ) -> Manifest:
     """The manifest; `identity` is (name, version, created); model files must be in `folder`;
-    `lstm_trusted` false marks the autoencoder as failing its parity bound."""
+    `lstm_trusted` false marks the autoencoder as failing its parity bound; `added`: the
+    scorers of the kinds `--scorers` adds (`export.scorers`), ensemble members too."""
     name, version, created = identity
-    members = list(config.ensemble_members or ())
+    members = list(config.ensemble_members or ()) + [s.name for s in added]
     return Manifest(
         schema_version=SCHEMA_VERSION,
         name=name,
@@ -153,7 +155,7 @@ def assemble_manifest(
         distance=DistanceSpec(lags=lags, clip_inputs=config.distance_clip),
         iqr=prep.iqr,
         range=prep.range,
-        scorers=scorer_specs(thresholds, distance_scorers, config, prep.flat),
+        scorers=[*scorer_specs(thresholds, distance_scorers, config, prep.flat), *added],
         ensemble=Ensemble(
             rule=config.ensemble_rule,  # type: ignore[arg-type]
             members=members,

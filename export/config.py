@@ -484,6 +484,28 @@ class FitConfig:
             choices=("max", "mean", "weighted_mean", "vote"),
         ),
     )
+    scorers: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "comma-separated scorer kinds added to the bundle as ensemble members, each fitted "
+            "by its module in export/scorers (seasonal: the usual level and spread of each "
+            "channel by hour of the day, or of the week with two weeks of training rows)",
+            "ensemble",
+            parse=_split,
+            metavar="KIND,KIND",
+        ),
+    )
+    scorer_options: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "comma-separated options of the added kinds, KIND.NAME=VALUE (seasonal.offset_s: "
+            "the site's UTC offset in seconds, 0; seasonal.prior: pseudo-rows of the pooled "
+            "level and spread in each hour, 10)",
+            "ensemble",
+            parse=_split,
+            metavar="K.N=V",
+        ),
+    )
     ensemble_members: tuple[str, ...] | None = field(
         default=None,
         metadata=_meta(

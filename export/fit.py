@@ -34,6 +34,8 @@ from export.config import FitConfig
 from export.errors import FitError, InputError
 from export.prepare import Prepared, prepare, window_ends
 from export.recipes import default_lags, long_shape_blocks
+from export.scorers.base import TrainingData
+from export.scorers.registry import Added, fit_added, spec_with, training_data
 from export.scoring import ENSEMBLE, WindowScores, labelled_metrics, score_file
 
 __all__ = ["FitConfig", "FitResult", "default_lags", "fit_bundle"]  # default_lags: recipes
@@ -114,6 +116,8 @@ class _Build:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     lstm_trusted: bool = True  # false: the quantised autoencoder failed its parity bound
     warnings: list[str] = field(default_factory=list)
+    added: list[Added] = field(default_factory=list)  # scorers of the kinds --scorers adds
+    training_data: TrainingData | None = None  # what the added kinds were fitted on
 
     def warn(self, text: str) -> None:
         self.warnings.append(text)
@@ -141,6 +145,7 @@ class _Build:
             parity=parity,
             training=self.training,
             lstm_trusted=self.lstm_trusted,
+            added=tuple(spec_with(a, thresholds[a.name]) for a in self.added),
         )
         write_manifest(self.folder, manifest)
 
@@ -295,11 +300,28 @@ def _convert(build: _Build, samples: int, mode: str, step: str) -> None:
     build.training["lstm_ae"].update({"calibration_windows": len(pick), "quantization": mode})
 
 
+def _fit_added(build: _Build) -> None:
+    """The scorers of the kinds `--scorers` adds, fitted on the training rows."""
+    if not build.config.scorers:
+        return
+    p = build.prep
+    build.training_data = training_data(p.data.channels, p.scaled, p.data.timestamps,
+                                        p.fit_rows, build.config)
+    build.added = fit_added(build.training_data)
+    names = ", ".join(f"{a.name} ({a.trainer.kind})" for a in build.added)
+    build.say(f"      added scorers: {names}")
+
+
 def _thresholds(build: _Build, heldout: WindowScores) -> dict[str, Threshold]:
     config = build.config
     out: dict[str, Threshold] = {}
+    added = {a.name: a for a in build.added}
     for name, scores in heldout.raw.items():
-        if name in (config.likelihood_scorers or ()):
+        if name in added:
+            a = added[name]
+            assert build.training_data is not None
+            out[name] = a.trainer.threshold(name, scores, build.training_data, a.options)
+        elif name in (config.likelihood_scorers or ()):
             out[name] = calibrate.likelihood(config.likelihood_threshold)
         elif name == "iqr" and config.iqr_threshold == "fence":
             out[name] = calibrate.fence(scores)
@@ -331,11 +353,12 @@ def _calibrate(build: _Build, all_ends: np.ndarray) -> tuple[dict[str, Threshold
     started = time.perf_counter()
     prep, config = build.prep, build.config
     names = [name for name, _, _ in bundle_scorers(build.distance.scorers, config, prep.flat)]
+    names += [a.name for a in build.added]
     provisional = {s: Threshold(value=1.0, method="provisional") for s in names}
     build.write_manifest(provisional, {})
     engine = ScoringEngine(load_bundle(build.folder))
-    heldout = score_file(engine, prep.scaled, prep.calib_ends)
-    every = score_file(engine, prep.scaled, all_ends)
+    heldout = score_file(engine, prep.scaled, prep.calib_ends, timestamps=prep.data.timestamps)
+    every = score_file(engine, prep.scaled, all_ends, timestamps=prep.data.timestamps)
     window = prep.windows(prep.calib_ends[:1], config.window)
     build.training["latency_ms_per_window"] = verify.latency(engine, window)
     thresholds = _thresholds(build, heldout)
@@ -486,6 +509,7 @@ def _build(build: _Build, csv_path: Path, lines: list[str]) -> tuple[Manifest, d
             "config": config.summary(),
         }
     )
+    _fit_added(build)
     _fit_distance(build)
     _fit_lstm(build)
     ok = np.ones(len(prep.scaled), dtype=bool)
@@ -506,14 +530,14 @@ def _build(build: _Build, csv_path: Path, lines: list[str]) -> tuple[Manifest, d
         f"{parity['int8_float_corr']:.4f}, agreement "
         f"{parity['int8_float_agreement']:.1%}{on_all}"
     )
-    every = score_file(engine, prep.scaled, all_ends)
+    every = score_file(engine, prep.scaled, all_ends, timestamps=prep.data.timestamps)
     metrics = _evaluate(build, engine, every)
     build.timed("verify_and_evaluate", started)
     if config.report:
         from export.report import ReportData, write_report
 
         started = time.perf_counter()
-        heldout = score_file(engine, prep.scaled, prep.calib_ends)
+        heldout = score_file(engine, prep.scaled, prep.calib_ends, timestamps=prep.data.timestamps)
         write_report(
             build.folder / REPORT_DIR,
             ReportData(

@@ -28,6 +28,7 @@ class Case:
     reference: Callable[[Stream], FloatArray]  # raw scores of a whole stream, fresh state
     refused: tuple[tuple[str, Any], ...]  # (dotted spec field, value it must refuse)
     manifest: dict[str, Any] = field(default_factory=dict)  # other manifest fields it needs
+    behaviour: Callable[[], None] | None = None  # what users expect of the kind, asserted
 
 
 def _range_reference(stream: Stream) -> FloatArray:
@@ -81,6 +82,42 @@ def _seasonal_reference(stream: Stream) -> FloatArray:
     return np.array(out)
 
 
+def _seasonal_behaviour() -> None:
+    """Loud at 6 am every day is normal at 6 am; the same reading at 3 am is not (trained on
+    three weeks of a quiet channel that jumps every morning)."""
+    from edge.bundle import Threshold
+    from edge.scorers.seasonal import SeasonalScorer
+    from export.config import FitConfig
+    from export.errors import InputError
+    from export.scorers.base import TrainingData
+    from export.scorers.seasonal import SeasonalTrainer
+
+    rng = np.random.default_rng(4)
+    ts = 1_767_225_600.0 + 600.0 * np.arange(21 * 144)  # 3 weeks, every 10 min, from 00:00
+    hour = (ts % 86_400) // 3_600
+    rows = (rng.normal(scale=0.2, size=(ts.size, 1)) + np.where(hour == 6, 5.0, 0.0)[:, None])
+    data = TrainingData(["noise"], rows, ts, FitConfig())
+    (spec,) = SeasonalTrainer.fit(data, {"offset_s": 0.0, "prior": 10.0})
+    assert spec["period_s"] == 604_800.0 and len(spec["level"][0]) == 168  # two weeks: weekly
+    spec_model = SeasonalScorer.spec_type.model_validate(
+        {**spec, "threshold": Threshold(value=1.0, method="quantile").model_dump()})
+    scorer = SeasonalScorer(spec_model, type("M", (), {"channels": ["noise"]})())
+    loud = np.array([[[5.0]], [[5.0]]])
+    day = 1_767_225_600.0 + 22 * 86_400
+    at = np.array([day + 6.5 * 3_600, day + 3.5 * 3_600])
+    from edge.scorers.base import ScoringBatch
+    from tests.scorers.harness import ArrayInputs
+    z = scorer.score(ScoringBatch(loud, at, ArrayInputs(loud)), {})  # type: ignore[arg-type]
+    assert z[0] < 3.0 < 10.0 < z[1], z
+    short = TrainingData(["noise"], rows[:200], ts[:200], FitConfig())
+    try:
+        SeasonalTrainer.fit(short, {"offset_s": 0.0, "prior": 10.0})
+    except InputError as exc:
+        assert "two days" in str(exc)
+    else:
+        raise AssertionError("a day and a half of training rows was accepted")
+
+
 CASES: dict[str, Case] = {
     "lstm_ae": Case(
         {"name": "lstm", "kind": "lstm_ae", "threshold": THRESHOLD},
@@ -108,7 +145,8 @@ CASES: dict[str, Case] = {
     "seasonal": Case(
         {"name": "seasonal", "kind": "seasonal", "threshold": THRESHOLD, **SEASONS},
         _seasonal_reference,
-        (("period_s", 0.0), ("offset_s", 10**6), ("spread", [[0.0] * 24] * CHANNELS))),
+        (("period_s", 0.0), ("offset_s", 10**6), ("spread", [[0.0] * 24] * CHANNELS)),
+        behaviour=_seasonal_behaviour),
     "flat": Case(
         {"name": "flat", "kind": "flat", "channels": ["ch0", "ch2"],
          "threshold": {"value": 1.0, "method": "tolerance"}},

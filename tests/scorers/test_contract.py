@@ -15,6 +15,7 @@ from edge.bundle import Manifest, manifest_json, parse_manifest
 from edge.score_state import ScoreState
 from edge.scorers.base import FloatArray, ScoringBatch
 from edge.scorers.registry import SCORERS
+from export.scorers.registry import TRAINERS
 from tests.batch_splits import assert_any_split_gives_the_same_bits
 from tests.scorers.cases import CASES, CHANNELS, LENGTH, Case, Stream, part, stream
 from tests.scorers.harness import ArrayInputs
@@ -136,3 +137,39 @@ def test_manifest_round_trip(kind: str) -> None:
     assert again == manifest
     assert type(again.scorers[0]) is SCORERS[kind].spec_type
     assert manifest_json(again) == manifest_json(manifest)
+
+
+@pytest.mark.parametrize("kind", sorted(k for k, c in CASES.items() if c.behaviour))
+def test_what_users_expect_of_the_kind(kind: str) -> None:
+    behaviour = CASES[kind].behaviour
+    assert behaviour is not None
+    behaviour()
+
+
+@pytest.mark.parametrize("kind", sorted(TRAINERS))
+def test_the_trainer_fits_specs_the_device_reads_and_scores(kind: str) -> None:
+    """Every kind the trainer can add: fitted on three weeks of training rows, its specs with
+    a threshold from held-out scores are valid manifest specs of that kind that score."""
+    from edge.bundle import Threshold
+    from export.config import FitConfig
+    from export.scorers.base import TrainingData
+    from export.scorers.registry import Added, options_of, spec_with
+
+    rng = np.random.default_rng(1)
+    ts = 1_767_225_600.0 + 900.0 * np.arange(21 * 96)
+    rows = rng.normal(size=(ts.size, CHANNELS)) + np.sin(ts / 86_400 * 2 * np.pi)[:, None]
+    cls = TRAINERS[kind]
+    options = options_of(kind, ())
+    specs = cls.fit(TrainingData([f"ch{i}" for i in range(CHANNELS)], rows, ts, FitConfig()),
+                    options)
+    assert specs
+    for raw_spec in specs:
+        added = Added(cls, options, raw_spec)
+        provisional = spec_with(added, Threshold(value=1.0, method="provisional"))
+        manifest = manifest_for(CASES[kind], provisional.model_dump(mode="json"))
+        s = stream(unknown_times=False)
+        raw, _ = run(ScoreState(manifest), s)
+        assert np.isfinite(raw).all()
+        threshold = cls.threshold(added.name, raw, TrainingData([], rows, ts, FitConfig()),
+                                  options)
+        assert threshold.value > 0 and np.mean(raw > threshold.value) < 0.2

@@ -1,0 +1,56 @@
+"""The trainer's scorer contract: what a kind module in `export.scorers` provides.
+
+A kind module defines a `TrainerScorer` subclass with:
+- `kind`: the device kind it fits (`edge.scorers.<kind>`, same string);
+- `options`: its own `--scorer-option KIND.NAME=VALUE` options, name -> `Option`;
+- `fit(data, options)`: the specs (without thresholds) of the scorers it adds, fitted on the
+  training rows only; raises `FitError`/`InputError` naming why the data cannot support it;
+- `threshold(name, heldout, data, options)`: the threshold from the raw scores of the held-out
+  normal windows (default: the trainer's configured method, `export.calibrate`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.bundle import Threshold
+from export import calibrate
+from export.config import FitConfig
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Option:
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a kind may fit on: the training rows only (scaled, filled) and their times."""
+
+    channels: list[str]
+    rows: FloatArray  # (n, C) scaled training rows
+    timestamps: FloatArray  # (n,) epoch seconds
+    config: FitConfig
+
+
+class TrainerScorer:
+    kind: ClassVar[str]
+    options: ClassVar[dict[str, Option]] = {}
+
+    @classmethod
+    def fit(cls, data: TrainingData, options: dict[str, Any]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    @classmethod
+    def threshold(cls, name: str, heldout: FloatArray, data: TrainingData,
+                  options: dict[str, Any]) -> Threshold:
+        return calibrate.calibrate(heldout, data.config)
