@@ -89,6 +89,7 @@ class AlertEvent:
     windows: int
     # for `end`: released | gap | stale | end_of_input | shutdown | reload | restart
     reason: str = ""
+    trouble: str = ""  # "sensor" or "process": what the ensemble member driving it watches
 
     def to_payload(self, *, bundle: BundleInfo, agent_version: str) -> dict[str, Any]:
         """The alert as JSON-ready data (the MQTT alert message and the JSONL line)."""
@@ -116,6 +117,8 @@ class AlertEvent:
         }
         if self.reason:
             payload["reason"] = self.reason
+        if self.trouble:
+            payload["trouble"] = self.trouble
         return payload
 
 
@@ -165,6 +168,7 @@ class _Open:
     last_emit_ts: float = 0.0
     severity: Severity = "warning"
     under: int = 0
+    trouble: str = ""  # of the window that last drove it
 
 
 class Decider:
@@ -271,9 +275,12 @@ class Decider:
         if evidence is not None:
             scorers = {k: float(v[evidence.index]) for k, v in evidence.scores.normalized.items()}
             channels = self.attribution(evidence)
+            if evidence.scores.trouble:
+                alert.trouble = evidence.scores.trouble[evidence.index]
         severity = "info" if state == "end" else self.severity(score)
         return AlertEvent(alert.id, self.device, state, alert.ts_start, ts, score, 1.0,
-                          severity, scorers, channels, alert.peak, alert.windows, reason)
+                          severity, scorers, channels, alert.peak, alert.windows, reason,
+                          alert.trouble)
 
     def attribution(self, evidence: Evidence) -> list[ChannelContribution]:
         """The top channels by share of the reconstruction error (IQR excess if it is zero)."""

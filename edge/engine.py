@@ -35,8 +35,9 @@ class Scores:
     raw: dict[str, FloatArray]  # scorer -> (B,)
     normalized: dict[str, FloatArray]  # scorer -> (B,), score (or its likelihood) / threshold
     ensemble: FloatArray  # (B,), >= 1 means anomalous
-    channel_error: FloatArray  # (B, C), per-channel reconstruction error (attribution)
+    channel_error: FloatArray  # (B, C), per-channel evidence for the alert's attribution
     iqr_excess: FloatArray  # (B, C), >= 1 means outside the Tukey fence
+    trouble: tuple[str, ...] = ()  # (B,) "sensor" or "process": the top member's kind says
 
     def __len__(self) -> int:
         return int(self.ensemble.shape[0])
@@ -76,6 +77,7 @@ class ScoringEngine:
         self._iqr_width = np.maximum(m.iqr.k * (q3 - q1), 1e-9)
         self._thresholds = {s.name: s.threshold.value for s in m.scorers}
         self.scorers = scorers_of(m)
+        self._trouble = {s.name: s.trouble for s in self.scorers}
 
     def new_state(self) -> ScoreState:
         """Fresh per-device state for the bundle's stateful scorers and steps."""
@@ -133,8 +135,28 @@ class ScoringEngine:
         raw, stepped = state.score(batch)
         normalized = {name: stepped[name] / self._thresholds[name] for name in raw}
         ensemble = combine(self.manifest.ensemble, normalized)
-        return Scores(raw, normalized, ensemble, shared.attribution(), shared.iqr_excess())
+        evidence, trouble = self._attribution(batch, normalized, shared.attribution())
+        return Scores(raw, normalized, ensemble, evidence, shared.iqr_excess(), trouble)
 
+    def _attribution(self, batch: ScoringBatch, normalized: dict[str, FloatArray],
+                     default: FloatArray) -> tuple[FloatArray, tuple[str, ...]]:
+        """Per window, the channel evidence and the kind of trouble of the ensemble member
+        with the highest normalised score: its own channel scores when it has them."""
+        members = self.manifest.ensemble.members
+        if not members:
+            return default, ()
+        stacked = np.vstack([normalized[m] for m in members])
+        top = np.argmax(np.nan_to_num(stacked, nan=-np.inf), axis=0)
+        trouble = tuple(self._trouble[members[t]] for t in top.tolist())
+        per_channel = [m for m in members if m in batch.channel_scores]
+        if not per_channel:
+            return default, trouble
+        evidence = default.copy()
+        for k, name in enumerate(members):
+            if name in batch.channel_scores:
+                rows = top == k
+                evidence[rows] = np.square(batch.channel_scores[name][rows])
+        return evidence, trouble
 
 class _Shared:
     """The `SharedInputs` of one batch: each computed on first use, then kept."""

@@ -101,6 +101,9 @@ class ScoringBatch:
     windows: FloatArray
     timestamps: FloatArray
     shared: SharedInputs
+    # per-channel scorers leave their (B, C) channel scores here, in their raw units: the
+    # alert's attribution follows them when such a scorer drives the ensemble
+    channel_scores: dict[str, FloatArray] = field(default_factory=dict)
 
     @property
     def newest(self) -> FloatArray:
@@ -137,6 +140,9 @@ class Scorer:
     # what a `memory` in its spec means: "none" (not allowed), "step" (the lag-vector memory
     # step lowers its raw score, `edge.scorers.steps`), "own" (the kind's score uses it)
     memory_role: ClassVar[str] = "none"
+    # what an alert this scorer drives is about: "process" (what the sensors watch) or
+    # "sensor" (one sensor departs from its twins or its own normal)
+    trouble: ClassVar[str] = "process"
 
     def __init__(self, spec: ScorerSpec, manifest: ManifestView) -> None:
         self.spec = spec

@@ -2,7 +2,7 @@
 
 A kind module defines a `TrainerScorer` subclass with:
 - `kind`: the device kind it fits (`edge.scorers.<kind>`, same string);
-- `options`: its own `--scorer-option KIND.NAME=VALUE` options, name -> `Option`;
+- `options`: its own `--scorer-options KIND.NAME=VALUE` options, name -> `Option`;
 - `fit(data, options)`: the specs (without thresholds) of the scorers it adds, fitted on the
   training rows only; raises `FitError`/`InputError` naming why the data cannot support it;
 - `threshold(name, heldout, data, options)`: the threshold from the raw scores of the held-out
@@ -40,6 +40,7 @@ class TrainingData:
     rows: FloatArray  # (n, C) scaled training rows
     timestamps: FloatArray  # (n,) epoch seconds
     config: FitConfig
+    windows: FloatArray | None = None  # (B, window, C) the training windows, when needed
 
 
 class TrainerScorer:

@@ -1,5 +1,5 @@
 """Trainer scorer kinds found by discovery (every module of `export.scorers` defining a
-`TrainerScorer` subclass), their options parsed from `--scorer-option KIND.NAME=VALUE`, and
+`TrainerScorer` subclass), their options parsed from `--scorer-options KIND.NAME=VALUE`, and
 the fit of the kinds a bundle adds (`--scorers`)."""
 
 from __future__ import annotations
@@ -57,17 +57,17 @@ def options_of(kind: str, pairs: tuple[str, ...]) -> dict[str, Any]:
         key, sep, text = pair.partition("=")
         owner, _, name = key.partition(".")
         if not sep or not name:
-            raise InputError(f"--scorer-option {pair!r}: expected KIND.NAME=VALUE")
+            raise InputError(f"--scorer-options {pair!r}: expected KIND.NAME=VALUE")
         if owner != kind:
             continue
         if name not in cls.options:
             known = ", ".join(sorted(cls.options)) or "none"
-            raise InputError(f"--scorer-option {pair!r}: kind {kind} has no option {name!r} "
+            raise InputError(f"--scorer-options {pair!r}: kind {kind} has no option {name!r} "
                              f"(its options: {known})")
         try:
             out[name] = cls.options[name].parse(text)
         except ValueError as exc:
-            raise InputError(f"--scorer-option {pair!r}: {exc}") from exc
+            raise InputError(f"--scorer-options {pair!r}: {exc}") from exc
     return out
 
 
@@ -85,8 +85,9 @@ class Added:
 
 
 def training_data(channels: list[str], scaled: FloatArray, timestamps: FloatArray,
-                  fit_rows: npt.NDArray[np.bool_], config: FitConfig) -> TrainingData:
-    return TrainingData(list(channels), scaled[fit_rows], timestamps[fit_rows], config)
+                  fit_rows: npt.NDArray[np.bool_], config: FitConfig,
+                  windows: FloatArray | None = None) -> TrainingData:
+    return TrainingData(list(channels), scaled[fit_rows], timestamps[fit_rows], config, windows)
 
 
 def fit_added(data: TrainingData) -> list[Added]:
@@ -95,7 +96,7 @@ def fit_added(data: TrainingData) -> list[Added]:
     for pair in config.scorer_options:
         owner = pair.partition("=")[0].partition(".")[0]
         if owner not in config.scorers:
-            raise InputError(f"--scorer-option {pair!r}: kind {owner!r} is not in --scorers")
+            raise InputError(f"--scorer-options {pair!r}: kind {owner!r} is not in --scorers")
     added: list[Added] = []
     for kind in config.scorers:
         cls = trainer(kind)

@@ -118,6 +118,29 @@ def _seasonal_behaviour() -> None:
         raise AssertionError("a day and a half of training rows was accepted")
 
 
+TWINS = [["ch0", "ch1", "ch2"]]
+
+
+def _twin_reference(stream: Stream) -> FloatArray:
+    center, spread = np.array([0.1, -0.1, 0.0]), np.array([1.0, 2.0, 0.5])
+    out = []
+    for window in stream["windows"]:
+        mean = window[-2:].mean(axis=0)
+        residual = np.array([mean[i] - np.mean(np.delete(mean, i)) for i in range(3)])
+        out.append(float(np.max(np.abs(residual - center) / spread)))
+    return np.array(out)
+
+
+def _variability_reference(stream: Stream) -> FloatArray:
+    center, spread = np.array([0.0, 0.2, -0.2]), np.array([0.5, 0.5, 1.0])
+    out = []
+    for window in stream["windows"]:
+        log_sd = np.log(np.maximum(window.std(axis=0), 0.01))
+        diff = np.array([log_sd[i] - np.mean(np.delete(log_sd, i)) for i in range(3)])
+        out.append(float(np.max(np.abs(diff - center) / spread)))
+    return np.array(out)
+
+
 CASES: dict[str, Case] = {
     "lstm_ae": Case(
         {"name": "lstm", "kind": "lstm_ae", "threshold": THRESHOLD},
@@ -147,6 +170,17 @@ CASES: dict[str, Case] = {
         _seasonal_reference,
         (("period_s", 0.0), ("offset_s", 10**6), ("spread", [[0.0] * 24] * CHANNELS)),
         behaviour=_seasonal_behaviour),
+    "twin": Case(
+        {"name": "twin", "kind": "twin", "groups": TWINS, "center": [0.1, -0.1, 0.0],
+         "spread": [1.0, 2.0, 0.5], "rows": 2, "threshold": THRESHOLD},
+        _twin_reference,
+        (("rows", 0), ("spread", [0.0, 1.0, 1.0]), ("groups", [["ch0"]]))),
+    "variability": Case(
+        {"name": "variability", "kind": "variability", "groups": TWINS,
+         "center": [0.0, 0.2, -0.2], "spread": [0.5, 0.5, 1.0], "floor": 0.01,
+         "threshold": THRESHOLD},
+        _variability_reference,
+        (("floor", 0.0), ("center", [0.0]))),
     "flat": Case(
         {"name": "flat", "kind": "flat", "channels": ["ch0", "ch2"],
          "threshold": {"value": 1.0, "method": "tolerance"}},

@@ -157,11 +157,13 @@ def test_the_trainer_fits_specs_the_device_reads_and_scores(kind: str) -> None:
 
     rng = np.random.default_rng(1)
     ts = 1_767_225_600.0 + 900.0 * np.arange(21 * 96)
-    rows = rng.normal(size=(ts.size, CHANNELS)) + np.sin(ts / 86_400 * 2 * np.pi)[:, None]
+    rows = (0.3 * rng.normal(size=(ts.size, CHANNELS))
+            + 2 * np.sin(ts / 86_400 * 2 * np.pi)[:, None])  # twins: one signal, own noise
+    windows = np.stack([rows[i : i + LENGTH] for i in range(len(rows) - LENGTH + 1)])
     cls = TRAINERS[kind]
     options = options_of(kind, ())
-    specs = cls.fit(TrainingData([f"ch{i}" for i in range(CHANNELS)], rows, ts, FitConfig()),
-                    options)
+    channels = [f"ch{i}" for i in range(CHANNELS)]
+    specs = cls.fit(TrainingData(channels, rows, ts, FitConfig(), windows), options)
     assert specs
     for raw_spec in specs:
         added = Added(cls, options, raw_spec)

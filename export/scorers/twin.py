@@ -1,0 +1,39 @@
+"""Fit the `twin` scorer (`edge.scorers.twin`): twin groups from the channel names confirmed by
+correlation on the training rows (`export.twins`), and per member the centre (median) and
+spread (IQR / 1.349) of its residual against its twins over the training windows. No twin
+groups, no scorer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edge.scorers.twin import twin_matrix
+from export.scorers.base import TrainerScorer, TrainingData
+from export.twins import twin_groups
+
+ROBUST = 1.349  # IQR of a standard normal
+MIN_SPREAD = 1e-3  # scaled units: a residual constant in training still gets a finite score
+
+
+def robust_center_spread(values: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per column: median and IQR / 1.349 (at least MIN_SPREAD)."""
+    q1, med, q3 = np.percentile(values, [25, 50, 75], axis=0)
+    return med.tolist(), np.maximum((q3 - q1) / ROBUST, MIN_SPREAD).tolist()
+
+
+class TwinTrainer(TrainerScorer):
+    kind = "twin"
+
+    @classmethod
+    def fit(cls, data: TrainingData, options: dict[str, Any]) -> list[dict[str, Any]]:
+        groups = twin_groups(data.channels, data.rows)
+        if not groups or data.windows is None:
+            return []
+        rows = data.windows.shape[1]
+        residual = data.windows.mean(axis=1) @ twin_matrix(groups, len(data.channels))
+        center, spread = robust_center_spread(residual)
+        names = [[data.channels[i] for i in g] for g in groups]
+        return [{"name": "twin", "kind": "twin", "groups": names, "center": center,
+                 "spread": spread, "rows": rows}]
