@@ -18,7 +18,9 @@ from edge.bundle import Manifest, Preprocess
 FloatArray = npt.NDArray[np.float64]
 
 
-def _apply_transform(kind: str, values: FloatArray) -> FloatArray:
+def apply_transform(kind: str, values: FloatArray) -> FloatArray:
+    """A channel's value transform (`ChannelPreprocess.transform`); the trainer chooses it with
+    this same function."""
     if kind == "log1p":
         return np.log1p(np.maximum(values, 0.0))
     if kind == "sqrt":
@@ -31,7 +33,7 @@ def scale_rows(raw: FloatArray, spec: Preprocess) -> FloatArray:
     out = np.empty(raw.shape, dtype=np.float64)
     for j, channel in enumerate(spec.channels):
         shifted = raw[:, j] + channel.offset
-        out[:, j] = (_apply_transform(channel.transform, shifted) - channel.center) / channel.scale
+        out[:, j] = (apply_transform(channel.transform, shifted) - channel.center) / channel.scale
     return out
 
 
@@ -65,6 +67,17 @@ def reading_to_raw(values: Mapping[str, float | None], manifest: Manifest) -> Fl
         if value is not None:
             row[j] = float(value)
     return row
+
+
+def forward_fill(rows: FloatArray, before: FloatArray) -> FloatArray:
+    """(n, C) rows with each NaN replaced by its channel's last valid value, `before` (C,)
+    standing for the value before the first row. Values are copied, never computed, so a
+    block gives the bits of row-by-row filling (the trainer and the device both use this)."""
+    stacked = np.vstack([np.asarray(before, dtype=np.float64)[None, :], rows])
+    valid = np.isfinite(stacked)
+    index = np.where(valid, np.arange(len(stacked))[:, None], 0)
+    np.maximum.accumulate(index, axis=0, out=index)
+    return np.asarray(np.take_along_axis(stacked, index, axis=0)[1:])
 
 
 class ForwardFill:

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.bundle import Manifest
-from edge.preprocess import ForwardFill, reading_to_raw, scale_rows
+from edge.preprocess import ForwardFill, forward_fill, reading_to_raw, scale_rows
 from edge.readings import Reading
 
 FloatArray = npt.NDArray[np.float64]
@@ -147,13 +147,10 @@ class DeviceWindow:
 
     def _forward_fill(self, rows: FloatArray) -> FloatArray:
         """ForwardFill over a block at once (same result as calling it row by row)."""
-        stacked = np.vstack([self.fill.last[None, :], rows])
-        valid = np.isfinite(stacked)
-        index = np.where(valid, np.arange(len(stacked))[:, None], 0)
-        np.maximum.accumulate(index, axis=0, out=index)
-        out = np.take_along_axis(stacked, index, axis=0)[1:]
-        self.fill.last = out[-1].copy()
-        return np.asarray(out)
+        out = forward_fill(rows, self.fill.last)
+        if len(out):
+            self.fill.last = out[-1].copy()
+        return out
 
     def _windows(
         self, keep: IntArray, restarts: npt.NDArray[np.bool_], scaled: FloatArray,

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.bundle import ChannelPreprocess, ForecastResidual, IqrSpec, Preprocess, RangeSpec
-from edge.preprocess import scale_rows
+from edge.preprocess import apply_transform, forward_fill, scale_rows
 from edge.table import Table, TableError, read_table
 from export.config import FitConfig
 from export.errors import InputError
@@ -100,15 +100,6 @@ def window_ends(ok: BoolArray, gap_before: BoolArray, length: int, stride: int =
     run_len = idx - run_start + 1
     keep = ok & (run_len >= length) & ((run_len - length) % stride == 0)
     return idx[keep].astype(np.int64)
-
-
-def forward_fill(raw: FloatArray, fill: FloatArray) -> FloatArray:
-    """Vectorised `edge.preprocess.ForwardFill.fill_rows` (same result, tested)."""
-    valid = np.isfinite(raw)
-    idx = np.where(valid, np.arange(raw.shape[0])[:, None], -1)
-    last = np.maximum.accumulate(idx, axis=0)
-    out = raw[np.maximum(last, 0), np.arange(raw.shape[1])]
-    return np.where(last >= 0, out, fill[None, :])
 
 
 def parse_rows(text: str | None, n: int) -> BoolArray:
@@ -209,14 +200,6 @@ def _skew(values: FloatArray) -> float:
     return float(np.mean(centred**3) / sd**3) if sd > 0 else 0.0
 
 
-def _apply(kind: str, values: FloatArray) -> FloatArray:
-    if kind == "log1p":
-        return np.log1p(np.maximum(values, 0.0))
-    if kind == "sqrt":
-        return np.sqrt(np.maximum(values, 0.0))
-    return values
-
-
 def choose_transform(values: FloatArray, config: FitConfig) -> tuple[str, dict[str, float]]:
     """`auto`: the least skewed of none/log1p/sqrt (non-negative channels only), kept `none`
     unless the gain in |skewness| reaches `transform_min_gain`."""
@@ -225,7 +208,7 @@ def choose_transform(values: FloatArray, config: FitConfig) -> tuple[str, dict[s
             return "none", {}
         return config.transform, {}
     candidates = ["none"] + (["log1p", "sqrt"] if values.min() >= 0 else [])
-    skews = {kind: abs(_skew(_apply(kind, values))) for kind in candidates}
+    skews = {kind: abs(_skew(apply_transform(kind, values))) for kind in candidates}
     best = min(skews, key=lambda k: skews[k])
     if skews["none"] - skews[best] < config.transform_min_gain:
         best = "none"
@@ -279,7 +262,7 @@ def fit_channel(name: str, raw: FloatArray, config: FitConfig) -> tuple[ChannelP
         return flat, {"transform": "none", "constant": True, "value": value,
                       "tolerance": tolerance, "scale_from": "flat_tolerance"}
     kind, skews = choose_transform(values, config)
-    center, scale, how = _robust_scale(_apply(kind, values), config.scale_sd_floor or 0.0)
+    center, scale, how = _robust_scale(apply_transform(kind, values), config.scale_sd_floor or 0.0)
     spec = ChannelPreprocess(
         name=name,
         transform=kind,
