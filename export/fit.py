@@ -527,7 +527,8 @@ def _build(build: _Build, csv_path: Path, lines: list[str]) -> tuple[Manifest, d
     build.say(
         f"[6/7] verified with the device code (load_bundle + ScoringEngine): TFLite "
         f"tensors {dtypes}; ONNX vs its float64 reference max rel diff "
-        f"{parity['onnx_max_rel_diff']:.2g}; int8 vs float on held-out windows: corr "
+        f"{parity['onnx_max_rel_diff']:.2g}; {build.training['lstm_ae']['quantization']} vs "
+        "float on held-out windows: corr "
         f"{parity['int8_float_corr']:.4f}, agreement "
         f"{parity['int8_float_agreement']:.1%}{on_all}"
     )
