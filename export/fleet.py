@@ -546,6 +546,20 @@ def _up_to_date(index: dict[str, Any], out_dir: Path, item: DeviceInput,
     return entry
 
 
+def _extract(data: bytes, target: Path, device: str) -> None:
+    """The bundle tar of a worker: plain files and folders under `<device>/` only."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            parts = Path(member.name).parts
+            if (not (member.isfile() or member.isdir()) or not parts or parts[0] != device
+                    or ".." in parts or Path(member.name).is_absolute()):
+                raise ValueError(f"unexpected entry {member.name!r} in the bundle of {device}")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(target, filter="data")
+        else:  # Python < 3.10.12: the members were checked above
+            tar.extractall(target)
+
+
 def _replace_dir(new: Path, target: Path) -> None:
     old = None
     if target.exists():
@@ -605,8 +619,7 @@ class FleetRun:
         staging = Path(tempfile.mkdtemp(prefix=f".{item.device}.", suffix=".partial",
                                         dir=self.out_dir))
         try:
-            with tarfile.open(fileobj=io.BytesIO(result["bundle_tar"]), mode="r:gz") as tar:
-                tar.extractall(staging, filter="data")
+            _extract(result["bundle_tar"], staging, item.device)
             bundle = staging / item.device
             kid = self._sign(bundle)
             manifest = json.loads((bundle / MANIFEST_NAME).read_text(encoding="utf-8"))

@@ -145,6 +145,10 @@ def run_fit(args: argparse.Namespace) -> int:
                      say=lambda line: print(line, file=sys.stderr, flush=True))
     try:
         report = fleet.run(backend)
+    except KeyboardInterrupt:
+        print(f"edge-train fleet fit: interrupted; the fits that ended are in "
+              f"{fleet.index_path} (run again to resume)", file=sys.stderr)
+        return 130
     finally:
         backend.close()
     print(summary_table(report.outcomes), flush=True)

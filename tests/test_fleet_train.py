@@ -394,3 +394,23 @@ def test_a_dask_cluster_gives_the_same_bundles_and_summary(
         for name in ("lstm_ae.tflite", "distance.onnx"):
             assert (ours / name).read_bytes() == (theirs / name).read_bytes()
         assert manifest_without(ours) == manifest_without(theirs)
+
+
+def test_the_fleet_benchmark_section_renders() -> None:
+    from tests.bench.fleet import fleet_section
+    from tests.bench.results_md import render
+
+    fleet = {"pods": 24, "duration": "12h", "model": "--epochs 2",
+             "runs": {"1 worker": {"seconds": 600.0, "bundles": 24, "bundles_per_hour": 144.0},
+                      "2 workers": {"seconds": 320.0, "bundles": 24, "bundles_per_hour": 270.0}},
+             "speedup_2_workers": 1.88, "peak_rss_mb_per_fit": 700.0,
+             "same_bytes_as_plain_fit": True, "dask_same_bundles_and_summary": True}
+    text = "\n".join(fleet_section(fleet))
+    assert "| 2 workers | 320 s | 24 | 270 | n/a |" in text and "1.88x one at a time" in text
+    results = {"date": "2026-12-06", "commit": "abcdef0123", "config_brief": "defaults",
+               "machine": {"cores": 2, "machine": "x86_64", "cpu": "cpu", "python": "3.11"},
+               "fleet": fleet,
+               "timings": {"sections": {"fleet training": 900.0}, "total_s": 900.0, "fits": 0,
+                           "fit_mean_s": 0.0, "fit_cpu_total_s": 0.0, "run_cpu_s": 1.0,
+                           "workers": 2}}
+    assert "## Fleet training" in render(results)

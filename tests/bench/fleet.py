@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -52,10 +53,12 @@ def fleet_fit(pods: Path, out: Path, *extra: str) -> dict[str, Any]:
         [sys.executable, "-m", "export.cli", "fleet", "fit", str(pods), "--out", str(out),
          *SMALL_MODEL, *extra], capture_output=True, text=True, cwd=ROOT)
     seconds = time.monotonic() - started
+    load = os.getloadavg()[1]  # 5-minute load average: other work on the same cores
     index = json.loads((out / "fleet.json").read_text()) if (out / "fleet.json").is_file() \
         else {"devices": {}, "failed": {}}
     summary = [line for line in done.stdout.splitlines() if line.strip()]
-    return {"code": done.returncode, "seconds": round(seconds, 1), "index": index,
+    return {"code": done.returncode, "seconds": round(seconds, 1), "load": round(load, 1),
+            "index": index,
             "summary": summary, "stderr_tail": done.stderr[-2000:]}
 
 
@@ -119,7 +122,7 @@ def run_bench(work: Path, n_pods: int = 24, say: Callable[[str], None] = print,
     peaks = [e["peak_rss_mb"] for e in entries if e.get("peak_rss_mb") is not None]
     result: dict[str, Any] = {
         "pods": n_pods, "model": " ".join(SMALL_MODEL), "duration": DURATION,
-        "runs": {label: {"seconds": r["seconds"], "exit": r["code"],
+        "runs": {label: {"seconds": r["seconds"], "exit": r["code"], "load_avg": r["load"],
                          "bundles": len(r["index"]["devices"]),
                          "failed": sorted(r["index"].get("failed", {})),
                          "bundles_per_hour": round(len(r["index"]["devices"]) / r["seconds"]
@@ -138,15 +141,18 @@ def run_bench(work: Path, n_pods: int = 24, say: Callable[[str], None] = print,
 
 def fleet_section(fleet: dict[str, Any]) -> list[str]:
     """The Markdown section of results.md."""
-    rows = [f"| {label} | {r['seconds']:.0f} s | {r['bundles']} | {r['bundles_per_hour']:.0f} |"
-            for label, r in fleet["runs"].items()]
+    rows = [f"| {label} | {r['seconds']:.0f} s | {r['bundles']} | {r['bundles_per_hour']:.0f} "
+            f"| {r.get('load_avg', 'n/a')} |" for label, r in fleet["runs"].items()]
     return [
         "## Fleet training", "",
         f"{fleet['pods']} simulated air-quality pods ({fleet['duration']} of 17 channels each), "
         f"one bundle each with a small model (`{fleet['model']}`), through `edge-train fleet "
         "fit` in the same run:", "",
-        "| run | wall time | bundles | bundles/hour |", "|---|---|---|---|", *rows, "",
-        f"2 workers: {fleet['speedup_2_workers']}x one at a time. Peak memory of a fit "
+        "| run | wall time | bundles | bundles/hour | load average (5 min) at its end |",
+        "|---|---|---|---|---|", *rows, "",
+        f"2 workers: {fleet['speedup_2_workers']}x one at a time (close to 2x on idle cores; "
+        f"a load average above the core count means other work shared them). Peak memory of "
+        f"a fit "
         f"process: {fleet['peak_rss_mb_per_fit']} MB. A fleet bundle has the same bytes as a "
         f"plain `edge-train fit` of the same pod (model files byte for byte; manifest but for "
         f"its creation time and version): {fleet['same_bytes_as_plain_fit']}. The Dask "
