@@ -24,11 +24,14 @@ from typing import Any
 
 from edge import __version__
 from edge.bundle import Bundle, load_bundle
+from edge.capture import CaptureStore
+from edge.closed_loop import ClosedLoop
 from edge.commands import CommandHandler
 from edge.config import AgentConfig, SerialSource, StdinSource
 from edge.config import MqttSource as MqttSourceConfig
 from edge.decide import AlertEvent, AlertOptions, BundleInfo
 from edge.engine import ScoringEngine
+from edge.feedback import Retention
 from edge.homeassistant import HomeAssistantPublisher
 from edge.mqtt_client import MqttConnection, Topics
 from edge.open_alerts import restart_ends
@@ -145,9 +148,19 @@ class Agent:
             config.fixed_devices) if config.homeassistant.enabled else None
         self.events = EventPublisher(self.connection, self.topics, __version__)
         self.reloader = BundleReloader(config.bundle)
+        cap, fb = config.capture, config.feedback
+        self.loop = ClosedLoop(  # feedback, snooze, capture (edge.closed_loop)
+            CaptureStore(cap.path, readings=cap.readings, max_days=cap.max_days,
+                         max_bytes=int(cap.max_mb * 1e6)),
+            Retention(fb.lead_windows, fb.max_windows, fb.keep_alerts, fb.keep_s,
+                      int(fb.max_mb * 1e6)),
+            manifest, self.gateway, reply=self.events.publish, reject=self._reject,
+            changed=lambda: self.status.documents_due(),
+            taught=lambda: self.save_state(background=True))
         self.commands = CommandHandler(
             self.connection, self.topics, self.events, lambda: self.status.devices,
-            self.reloader.request) if mqtt.commands else None
+            self.reloader.request, on_command=self.loop.submit,
+            max_snooze_s=config.alerts.max_snooze_s) if mqtt.commands else None
         self.items: ItemQueue = queue.Queue(maxsize=config.limits.queue_size)
         self.supervisor = Supervisor()  # restarts failed sources; gives up -> exit code 3
         self.sources = [self._source(cfg) for cfg in config.sources]
@@ -174,6 +187,7 @@ class Agent:
                  "sources: %s", __version__, m.name, m.version, self.info.sha256[:12],
                  len(m.channels), m.window.length, ", ".join(s.name for s in self.sources))
         self.outbox.open()
+        self.loop.open()
         self.publish(restart_ends(self.outbox))  # ends of alerts a crash left open, first
         self.alerts.start()
         self.connection.start()
@@ -198,6 +212,7 @@ class Agent:
         self.connection.stop()
         log.info("stopped: alerts %s, outbox depth %d", self.alert_counts, self.outbox.depth())
         self.outbox.close()
+        self.loop.close()
         self.bundle.close()
 
     def handle(self, item: Item) -> None:
@@ -216,6 +231,7 @@ class Agent:
             if self.homeassistant is not None:
                 self.homeassistant.add_device(reading.device)
         if outcome is not None:
+            self.loop.observe(reading, outcome)
             self.publish(outcome.events)
             if self.homeassistant is not None and outcome.scored:
                 self.homeassistant.observe(outcome.device, outcome.score, outcome.ts)
@@ -244,7 +260,7 @@ class Agent:
             received=item.received)
 
     def publish(self, events: list[AlertEvent] | tuple[AlertEvent, ...]) -> None:
-        for event in events:
+        for event in self.loop.gate(events):  # recorded; a snoozed device's not published
             payload = event.to_payload(bundle=self.info, agent_version=__version__)
             self.alerts.submit(
                 device=event.device, topic=self.topics.alert(event.device), state=event.state,
@@ -265,6 +281,7 @@ class Agent:
         reloaded = self.reloader.poll(now)
         if reloaded is not None:
             self.apply_reload(reloaded)
+        self.publish(self.loop.tick(now))
         if self.config.metrics.enabled:
             self.metrics.maybe_publish(now)
         self.status.maybe_publish(now)
@@ -300,6 +317,7 @@ class Agent:
             result.engine, self.config.decision.apply(manifest.decision)))
         if self.state is not None:
             self.state.rebind(manifest)
+        self.loop.rebind(manifest)
         previous.close()  # its engine is out of use: remove its extracted archive
         new = {"name": self.info.name, "version": self.info.version, "sha256": self.info.sha256}
         log.info("reloaded (%s) in %.2fs: bundle %s %s (sha256 %s...) from %s, was %s %s "
@@ -318,8 +336,11 @@ class Agent:
                 readings=pipeline.stats.readings,
                 last_reading=(round(wall - (mono - self._last_seen[device]), 3)
                               if device in self._last_seen else None),
-                open_alerts=int(pipeline.decider.active))
+                open_alerts=int(pipeline.decider.active),
+                snoozed_until=self.loop.snoozed_until(device))
             for device, pipeline in self.gateway.pipelines.items()}
+        for device, until in self.loop.snoozed.items():  # snoozed before its first reading
+            devices.setdefault(device, DeviceSnapshot(snoozed_until=until))
         bundle = {"name": self.info.name, "version": self.info.version,
                   "sha256": self.info.sha256}
         return AgentSnapshot(__version__, bundle, wall - (mono - self.started), devices)
@@ -351,8 +372,13 @@ class Agent:
             "reloads": {"ok": self.reloader.loaded, "failed": self.reloader.failed,
                         "last_error": self.reloader.last_error},
             "commands": dict(self.commands.counts) if self.commands is not None else None,
+            "closed_loop": self.loop.metrics(),
         })
         return out
+
+    def _reject(self, topic: str, reason: str, request_id: str | int | None) -> None:
+        if self.commands is not None:
+            self.commands.reject(topic, reason, request_id)
 
 
 def _finite(data: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(sub)
     add_check_config_parser(sub)
     add_replay_parser(sub)
+    add_capture_parser(sub)
     return parser
 
 
@@ -57,6 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or config.log.level)
     for warning in file_warnings(args.config, config):
         logging.getLogger("edge.agent").warning("%s", warning)
+    from edge.capture import CaptureError
     from edge.outbox import OutboxError
 
     try:
@@ -64,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (BundleError, ImportError) as error:
         logging.getLogger("edge.agent").error("bundle refused: %s", error)
         return 2
-    except OutboxError as error:
+    except (OutboxError, CaptureError) as error:
         logging.getLogger("edge.agent").error("%s", error)
         return 2
 
@@ -109,6 +111,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def add_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`replay --bundle DIR --input DATA.csv --out SCORES.csv`: lives in edge.replay."""
     from edge.replay import add_replay_parser as add
+
+    add(sub)
+
+
+# -- capture ---------------------------------------------------------------------------------
+def add_capture_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`capture export|info`: lives in edge.capture_cli."""
+    from edge.capture_cli import add_capture_parser as add
 
     add(sub)
 

@@ -226,6 +226,9 @@ class AlertsConfig(_Section):
         60.0, ge=0, description="publish an `update` of an open alert at most this often; 0: never")
     top_channels: int = Field(
         3, ge=1, le=64, description="channels named in an alert's attribution")
+    max_snooze_s: float = Field(
+        7 * 86400.0, ge=1, le=366 * 86400.0,
+        description="the longest `snooze` command accepted (`for_s`), in seconds")
 
 
 class MetricsConfig(_Section):
@@ -259,6 +262,38 @@ class StateConfig(_Section):
     @classmethod
     def _empty_is_off(cls, value: Any) -> Any:
         return None if value == "" else value
+
+
+class CaptureConfig(_Section):
+    path: Path = Field(
+        Path("capture.sqlite3"), description="SQLite file of the device-side record: readings, "
+        "alerts (published or snoozed), feedback labels, snoozes")
+    readings: bool = Field(
+        True, description="record every accepted reading (for `edge-agent capture export` and "
+        "retraining); false keeps only alerts, feedback and snoozes")
+    max_days: float = Field(
+        7.0, gt=0, le=3660, description="readings (and alerts) older than this before the "
+        "newest reading are deleted")
+    max_mb: float = Field(
+        256.0, ge=1, description="the readings' pages in the file stay under this many MB "
+        "(the oldest go first)")
+
+
+class FeedbackConfig(_Section):
+    lead_windows: int = Field(
+        32, ge=0, le=10000, description="windows before an alert's start kept with it (their "
+        "vectors are taught too on `feedback normal`)")
+    max_windows: int = Field(
+        1024, ge=8, le=100000, description="windows kept per memory and alert (a longer alert "
+        "keeps an evenly spread subset)")
+    keep_alerts: int = Field(
+        8, ge=1, le=1000, description="ended alerts per device whose windows are kept for "
+        "`feedback normal`")
+    keep_s: float = Field(
+        7 * 86400.0, gt=0, description="seconds after its end an alert can still be taught")
+    max_mb: float = Field(
+        64.0, gt=0, description="memory for the kept alerts of all devices (the oldest go "
+        "first)")
 
 
 class StdoutConfig(_Section):
@@ -314,6 +349,10 @@ class AgentConfig(_Section):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="durable alert queue")
     state: StateConfig = Field(default_factory=StateConfig,
                                description="scoring state kept across restarts")
+    capture: CaptureConfig = Field(default_factory=CaptureConfig,
+                                   description="device-side record for feedback and retraining")
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig,
+                                     description="what is kept for `feedback normal`")
     stdout: StdoutConfig = Field(default_factory=StdoutConfig, description="JSON lines sink")
     homeassistant: HomeAssistantConfig = Field(
         default_factory=HomeAssistantConfig, description="Home Assistant discovery")
@@ -331,6 +370,7 @@ class AgentConfig(_Section):
         if base is not None:
             self.bundle.path = _resolve(base, self.bundle.path)
             self.outbox.path = _resolve(base, self.outbox.path)
+            self.capture.path = _resolve(base, self.capture.path)
             if self.state.path is not None:
                 self.state.path = _resolve(base, self.state.path)
             if self.bundle.public_key is not None:
@@ -517,6 +557,10 @@ def summary(config: AgentConfig, bundle: Any = None) -> list[str]:
         f"stdout {'on' if config.stdout.enabled else 'off'}")
     lines.append(
         f"outbox    {config.outbox.path} (max {config.outbox.max_alerts} alerts)")
+    cap = config.capture
+    lines.append(f"capture   {cap.path}: " + (
+        f"readings for {cap.max_days:g} days, at most {cap.max_mb:g} MB" if cap.readings
+        else "alerts, feedback and snoozes only"))
     state = config.state
     lines.append(f"state     {state.path} (saved every {state.save_every_s:g} s and at shutdown)"
                  if state.path is not None else "state     not kept across restarts")

@@ -10,6 +10,11 @@ becomes min(distance to the centroids, distance to the k-th nearest remembered v
 the k-th nearest (not the nearest) keeps a single past anomaly from excusing its repeat: a
 pattern is "known" once the device saw it about k times.
 
+Taught vectors (`teach`, from a `feedback` "normal" command, `edge.feedback`) are kept apart
+from the rolling ones and never roll out: a window's distance becomes the smaller of the k-th
+nearest remembered distance and the distance to the nearest taught vector (k = 1: a person
+said the pattern is normal). At most `size` are held; teaching more forgets the oldest taught.
+
 Batch-invariant: window g sees exactly the vectors of windows g-size .. g-gap whatever the
 batch split, and each distance is computed from the same two float64 vectors, so a replay
 batch yields the scores of the live path to the bit.
@@ -55,18 +60,54 @@ class LagMemory:
         self.spec = spec
         self._vectors: FloatArray | None = None  # (size, features), window g at g % size
         self.count = 0  # windows seen
+        self.taught: FloatArray = np.zeros((0, 0))  # (t, features) labelled normal, oldest first
 
     def snapshot(self) -> dict[str, npt.NDArray[Any]]:
         """The state as arrays (for `edge.state_store`); `restore` takes them back."""
         held = self._vectors if self._vectors is not None else np.zeros((0, 0))
-        return {"count": np.array(self.count), "vectors": held.copy()}
+        return {"count": np.array(self.count), "vectors": held.copy(),
+                "taught": self.taught.copy()}
 
     def restore(self, saved: dict[str, npt.NDArray[Any]]) -> None:
         vectors = np.asarray(saved["vectors"], dtype=np.float64)
         if vectors.size and vectors.shape[0] != self.spec.size:
             raise ValueError(f"memory of {vectors.shape[0]} vectors, expected {self.spec.size}")
+        # a state saved before taught vectors existed has none
+        taught = np.asarray(saved.get("taught", np.zeros((0, 0))), dtype=np.float64)
+        if taught.size and (taught.ndim != 2 or taught.shape[0] > self.spec.size or (
+                vectors.size and taught.shape[1] != vectors.shape[1])):
+            raise ValueError(f"taught vectors of shape {taught.shape} do not fit a memory of "
+                             f"{self.spec.size} vectors of shape {vectors.shape[1:]}")
         self._vectors = vectors.copy() if vectors.size else None
         self.count = int(saved["count"])
+        self.taught = taught.copy() if taught.size else np.zeros((0, 0))
+
+    def latest(self, n: int) -> FloatArray:
+        """The last `n` vectors held (n <= size and <= count), in stream order: what the
+        memory was given for its newest windows (`edge.feedback` keeps an alert's)."""
+        n = min(n, self.count, self.spec.size)
+        if self._vectors is None or n <= 0:
+            width = 0 if self._vectors is None else self._vectors.shape[1]
+            return np.zeros((0, width))
+        slots = np.arange(self.count - n, self.count) % self.spec.size
+        return np.array(self._vectors[slots])
+
+    def teach(self, vectors: FloatArray) -> int:
+        """Remember `vectors` (t, features) as normal for good (not rolled out by the stream);
+        the oldest taught ones beyond `size` are forgotten. Returns how many were forgotten."""
+        vectors = np.asarray(vectors, dtype=np.float64)
+        if vectors.ndim != 2 or not len(vectors):
+            return 0
+        width = self._vectors.shape[1] if self._vectors is not None else (
+            self.taught.shape[1] if self.taught.size else vectors.shape[1])
+        if vectors.shape[1] != width:
+            raise ValueError(f"taught vectors of {vectors.shape[1]} features, the memory holds "
+                             f"{width}")
+        keep = vectors[np.isfinite(vectors).all(axis=1)]
+        joined = np.vstack([self.taught, keep]) if self.taught.size else keep
+        forgotten = max(0, len(joined) - self.spec.size)
+        self.taught = np.array(joined[forgotten:])
+        return forgotten
 
     def distances(self, vectors: FloatArray) -> FloatArray:
         """For each lag vector of a batch (in stream order), the distance to the k-th nearest
@@ -83,6 +124,21 @@ class LagMemory:
         for start in range(0, len(vectors), BLOCK):
             block = vectors[start : start + BLOCK]
             out[start : start + len(block)] = self._block(block, *work)
+        if self.taught.size:
+            np.minimum(out, self._taught_distances(vectors), out=out)
+        return out
+
+    def _taught_distances(self, vectors: FloatArray) -> FloatArray:
+        """Distance of each vector to its nearest taught vector (elementwise, so exact)."""
+        t = len(self.taught)
+        out = np.empty(len(vectors))
+        d2, scratch = np.empty((BLOCK, t)), np.empty((BLOCK, t))
+        for start in range(0, len(vectors), BLOCK):
+            block = vectors[start : start + BLOCK]
+            m = len(block)
+            d2[:m].fill(0.0)
+            _add_squared_distances(block, self.taught, d2[:m], scratch[:m])
+            out[start : start + m] = np.sqrt(d2[:m].min(axis=1))
         return out
 
     def _block(self, block: FloatArray, d2_work: FloatArray, scratch: FloatArray,

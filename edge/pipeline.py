@@ -24,6 +24,7 @@ import numpy.typing as npt
 from edge.bundle import Decision
 from edge.decide import AlertEvent, AlertOptions, Decider, Evidence
 from edge.engine import ScoringEngine
+from edge.feedback import carry_taught
 from edge.preprocess import reading_to_raw
 from edge.readings import BadInputCounter, Reading
 from edge.score_state import ScoreState, depends_on
@@ -322,7 +323,9 @@ class Gateway:
                 old.decider.decision = self.decision
                 old.decider.resize_smoothing(self.decision.smoothing)
                 if not same_steps:
-                    old.state = engine.new_state()
+                    fresh_state = engine.new_state()
+                    carry_taught(old.state, fresh_state)  # what feedback taught stays
+                    old.state = fresh_state
                 continue
             ended = old.interrupt("reload")
             if ended is not None:

@@ -13,7 +13,8 @@ JSON status document per agent and per device, for the fleet view.
   client id, the two topics are the same and the device topic is the will.
 - `<prefix>/<client_id>/info` and `<prefix>/<device>/info` (retained, QoS 1): the status
   document (`agent_document`, `device_document`): online, agent version, bundle name,
-  version and sha256, the devices served, last reading time, readings/s, open alerts. It is
+  version and sha256, the devices served, last reading time, readings/s, open alerts, whether
+  the device is snoozed and until when (`snoozed`, `snoozed_until`). It is
   published on every (re)connect, when a device is first served, after a reload, every
   `every_s` seconds and, with `online: false`, on a clean shutdown. The will stays the plain
   `offline` on the status topic (the documents' format is unchanged by a crash), so a reader
@@ -49,6 +50,7 @@ class DeviceSnapshot:
     readings: int = 0
     last_reading: float | None = None  # wall clock (epoch s) the agent last received one
     open_alerts: int = 0
+    snoozed_until: float | None = None  # epoch s while a `snooze` command holds its alerts
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ def device_document(device: str, agent: str, online: bool, snap: AgentSnapshot,
         "online": online, "ts": round(now, 3), "agent_version": snap.agent_version,
         "bundle": dict(snap.bundle), "last_reading": dev.last_reading,
         "readings": dev.readings, "readings_per_s": rate, "open_alerts": dev.open_alerts,
+        "snoozed": dev.snoozed_until is not None,
+        "snoozed_until": None if dev.snoozed_until is None else round(dev.snoozed_until, 3),
     }
 
 
@@ -193,7 +197,8 @@ class StatusPublisher:
             doc = device_document(device, self.agent_id, online, snap, dev,
                                   self._rates.get(device), now)
             devices[device] = {k: doc[k] for k in ("online", "last_reading", "readings",
-                                                   "readings_per_s", "open_alerts")}
+                                                   "readings_per_s", "open_alerts", "snoozed",
+                                                   "snoozed_until")}
             if device != self.agent_id:
                 infos.append(self._publish_json(device, doc))
         infos.append(self._publish_json(
