@@ -32,7 +32,13 @@ from export import calibrate
 from export.assemble import bundle_scorers
 from export.config import FitConfig
 from export.errors import FitError, InputError
-from export.prepare import Prepared, prepare, window_ends
+from export.prepare import (
+    MIN_CALIB_WINDOWS,
+    MIN_FIT_WINDOWS,
+    Prepared,
+    prepare,
+    window_ends,
+)
 from export.recipes import default_lags, long_shape_blocks
 from export.scorers.base import TrainingData
 from export.scorers.registry import Added, fit_added, spec_with, training_data
@@ -172,6 +178,12 @@ def _say_data(build: _Build, csv_path: Path) -> None:
         f"{prep.sample_period_s:g}s, max gap {prep.preprocess.max_gap_s:g}s; "
         f"transforms {transforms}"
     )
+    if s.get("window_shortened_from"):
+        build.say(
+            f"      few training rows: the window is {config.window} rows instead of "
+            f"{s['window_shortened_from']} (the longest that leaves "
+            f"{MIN_FIT_WINDOWS} training and {MIN_CALIB_WINDOWS} held-out windows)"
+        )
     if prep.flat:
         flat = [c for c in prep.preprocess.channels if c.name in prep.flat]
         by_value: dict[tuple[float, float], list[str]] = {}

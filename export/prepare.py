@@ -15,6 +15,7 @@ its IQR fences and its training range are set so that they too are crossed there
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ OPTION_FLAGS = {
 }
 MIN_FIT_WINDOWS = 32
 MIN_CALIB_WINDOWS = 8
+MIN_WINDOW = 8  # rows: the lag distances compare up to 8 rows
 
 
 @dataclass(frozen=True)
@@ -346,6 +348,31 @@ def _sample_period(stamps: FloatArray) -> float:
     return float(np.median(steps))
 
 
+def _windows_that_fit(fit_rows: BoolArray, calib_rows: BoolArray, gap_before: BoolArray,
+                      config: FitConfig) -> tuple[IntArray, IntArray, FitConfig, int | None]:
+    """The training and held-out window ends; when the training rows are too few for
+    `--window`, the longest halved window (down to MIN_WINDOW rows) that gives enough of both,
+    with the config changed to it (and its lags capped); the window it replaced, or None."""
+    window = config.window
+    while True:
+        fit_ends = window_ends(fit_rows, gap_before, window, config.train_stride)
+        calib_ends = window_ends(calib_rows, gap_before, window, 1)
+        enough = len(fit_ends) >= MIN_FIT_WINDOWS and len(calib_ends) >= MIN_CALIB_WINDOWS
+        if enough or window // 2 < MIN_WINDOW:
+            break
+        window //= 2
+    if window == config.window or not enough:
+        return (*_ends(fit_rows, calib_rows, gap_before, config), config, None)
+    shorter = dataclasses.replace(config, window=window, lags=min(config.lags, window))
+    return fit_ends, calib_ends, shorter, config.window
+
+
+def _ends(fit_rows: BoolArray, calib_rows: BoolArray, gap_before: BoolArray,
+          config: FitConfig) -> tuple[IntArray, IntArray]:
+    return (window_ends(fit_rows, gap_before, config.window, config.train_stride),
+            window_ends(calib_rows, gap_before, config.window, 1))
+
+
 def prepare(csv_path: Path, config: FitConfig) -> Prepared:
     """Everything the model fits need, or an InputError naming the column or option."""
     if config.window < 2:
@@ -372,8 +399,8 @@ def prepare(csv_path: Path, config: FitConfig) -> Prepared:
     fit_rows, calib_rows = usable & (idx < boundary), usable & (idx >= boundary)
     flat = constant_channels(data, fit_rows, usable)
     config = resolve(config, len(data.channels), flat)
-    fit_ends = window_ends(fit_rows, gap_before, config.window, config.train_stride)
-    calib_ends = window_ends(calib_rows, gap_before, config.window, 1)
+    fit_ends, calib_ends, config, shrunk = _windows_that_fit(fit_rows, calib_rows, gap_before,
+                                                             config)
     if len(fit_ends) < MIN_FIT_WINDOWS or len(calib_ends) < MIN_CALIB_WINDOWS:
         raise InputError(
             f"too few rows for the window: {len(normal_idx)} normal training rows "
@@ -403,6 +430,7 @@ def prepare(csv_path: Path, config: FitConfig) -> Prepared:
         "holdout_rows": int(calib_rows.sum()),
         "fit_windows": len(fit_ends),
         "holdout_windows": len(calib_ends),
+        "window_shortened_from": shrunk,
         "gaps_over_max_gap": int(gap_before[1:].sum()),
         "missing_share": {
             c: round(float(v), 4)
