@@ -252,13 +252,15 @@ class CaptureStore:
                 if not gone:  # fewer than a chunk left
                     gone = self._db.execute("DELETE FROM readings").rowcount
                 deleted += gone
-                self._db.execute("PRAGMA incremental_vacuum")
                 if not gone:
                     break
             self._db.execute(
                 "DELETE FROM feedback WHERE seq <= (SELECT MAX(seq) FROM feedback) - ?",
                 (MAX_FEEDBACK,))
-            self._db.execute("PRAGMA incremental_vacuum")
+            # to the end (`execute` would free one page)
+            self._db.executescript("PRAGMA incremental_vacuum;")
+            if deleted:  # the freed pages leave the file (and the WAL) only at a checkpoint
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             log.warning("capture: bounds not applied: %s", exc)
         if deleted:

@@ -112,7 +112,7 @@ def _iso(ts: float) -> str:
 
 
 def _cell(value: float) -> str:
-    return "" if math.isnan(value) else format(value, ".10g")
+    return "" if math.isnan(value) else repr(value)  # the shortest exact form
 
 
 def cmd_export(args: argparse.Namespace) -> int:
