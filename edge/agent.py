@@ -123,7 +123,7 @@ class Agent:
                       if config.state.path is not None else None)
         self._state_saved = time.monotonic()
         self.gateway = Gateway(
-            ScoringEngine(bundle, config.bundle.threads),
+            ScoringEngine(bundle, config.bundle.threads, config.bundle.distance_runtime),
             config.decision.apply(manifest.decision),
             self.counter,
             config.decision.stride or manifest.window.stride,

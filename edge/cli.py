@@ -94,7 +94,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     try:
         bundle = load_bundle(config.bundle.path, config.bundle.public_key)
-        ScoringEngine(bundle, config.bundle.threads)  # the runtimes load the models
+        engine = ScoringEngine(bundle, config.bundle.threads,  # the runtimes load the models
+                               config.bundle.distance_runtime)
     except (BundleError, ImportError, RuntimeError, ValueError) as error:
         _print_problems(str(args.config),
                         [f"bundle.path = {str(config.bundle.path)!r}: {error}"], sys.stdout)
@@ -102,6 +103,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK")
     for line in summary(config, bundle):
         print(f"  {line}")
+    for part, how in engine.runtimes.items():
+        print(f"  runtime   {part}: {how}")
     for warning in file_warnings(args.config, config):
         print(f"  warning: {warning}")
     return 0

@@ -70,6 +70,11 @@ class BundleConfig(_Section):
     public_key: Path | None = Field(
         None, description="Ed25519 public key; when set, the bundle's manifest.sig must verify")
     threads: int = Field(1, ge=1, le=64, description="inference threads per runtime")
+    distance_runtime: Literal["auto", "onnx", "tflite"] = Field(
+        "auto", description="runtime of the distance scorers: onnx (distance.onnx on "
+        "onnxruntime), tflite (the bundle's TFLite twin distance.tflite, for devices without "
+        "onnxruntime such as 32-bit Raspberry Pi OS) or auto (onnx when onnxruntime is "
+        "installed, else tflite); a missing choice is an error, never a silent switch")
     watch_interval_s: float = Field(
         2.0, ge=0, description="check the bundle path this often and reload it when it was "
         "replaced (symlink swap, renamed directory); 0 turns watching off")

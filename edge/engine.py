@@ -14,18 +14,20 @@ vectors, the ONNX outputs, the IQR excess) is computed once per batch and only w
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from edge.bundle import Bundle, Ensemble, Manifest
-from edge.runtimes.onnx import OnnxModel
+from edge.runtimes.distance import DistanceModel, DistanceRuntime, load_distance
 from edge.runtimes.tflite import TfliteModel
 from edge.score_state import ScoreState, scorers_of
 from edge.scorers.base import Lazy, ScoringBatch
 
 FloatArray = npt.NDArray[np.float64]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,25 +61,42 @@ def combine(rule: Ensemble, normalized: dict[str, FloatArray]) -> FloatArray:
 
 
 class ScoringEngine:
-    """Loads the bundle's models once; scores windows of scaled (unclipped) rows."""
+    """Loads the bundle's models once; scores windows of scaled (unclipped) rows.
 
-    def __init__(self, bundle: Bundle, threads: int = 1) -> None:
+    The distance model runs on onnxruntime or on its TFLite twin, as `distance_runtime`
+    ([bundle] distance_runtime: auto, onnx, tflite) chooses (`edge.runtimes.distance`);
+    `runtimes` says which file runs on which runtime, and the choice is logged."""
+
+    def __init__(self, bundle: Bundle, threads: int = 1,
+                 distance_runtime: DistanceRuntime = "auto") -> None:
         self.bundle = bundle
         self.manifest: Manifest = bundle.manifest
         m = self.manifest
         self.clip = m.preprocess.clip
         self.tflite: TfliteModel | None = None
-        self.onnx: OnnxModel | None = None
+        self.distance_model: DistanceModel | None = None
+        self.runtimes: dict[str, str] = {}
         if m.lstm_ae is not None:
             self.tflite = TfliteModel(bundle.model_path(m.lstm_ae.model), threads)
+            self.runtimes["lstm_ae"] = f"{m.models[m.lstm_ae.model].file} on {self.tflite.runtime}"
         if m.distance is not None:
-            self.onnx = OnnxModel(bundle.model_path(m.distance.model), threads)
+            loaded = load_distance(bundle, distance_runtime, threads)
+            self.distance_model = loaded.model
+            self.runtimes["distance"] = loaded.describe()
+        for part, how in self.runtimes.items():
+            log.info("%s: %s", part, how)
         q1, q3 = np.array(m.iqr.q1), np.array(m.iqr.q3)
         self._iqr_q1, self._iqr_q3 = q1, q3
         self._iqr_width = np.maximum(m.iqr.k * (q3 - q1), 1e-9)
         self._thresholds = {s.name: s.threshold.value for s in m.scorers}
         self.scorers = scorers_of(m)
         self._trouble = {s.name: s.trouble for s in self.scorers}
+
+    @property
+    def onnx(self) -> DistanceModel | None:
+        """The distance model when it runs on onnxruntime (None on its TFLite twin)."""
+        model = self.distance_model
+        return model if model is not None and model.runtime == "onnxruntime" else None
 
     def new_state(self) -> ScoreState:
         """Fresh per-device state for the bundle's stateful scorers and steps."""
@@ -109,9 +128,9 @@ class ScoringEngine:
         return np.asarray(flat, dtype=np.float64)
 
     def distances(self, vectors: FloatArray) -> dict[str, FloatArray]:
-        """The ONNX distance model's outputs for its input rows (`lag_vectors`)."""
-        assert self.onnx is not None
-        outputs = self.onnx.run(vectors.astype(np.float32))
+        """The distance model's outputs for its input rows (`lag_vectors`)."""
+        assert self.distance_model is not None
+        outputs = self.distance_model.run(vectors.astype(np.float32))
         return {k: v.reshape(-1).astype(np.float64) for k, v in outputs.items()}
 
     def iqr_excess(self, rows: FloatArray) -> FloatArray:

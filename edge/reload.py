@@ -194,7 +194,7 @@ class BundleReloader:
             # the resolved target, so that a swap during the load cannot mix two bundles
             path = self.cfg.path.resolve()
             bundle = load_bundle(path, self.cfg.public_key)
-            engine = ScoringEngine(bundle, self.cfg.threads)
+            engine = ScoringEngine(bundle, self.cfg.threads, self.cfg.distance_runtime)
             smoke_test(engine)
         except Exception as exc:  # anything: the old bundle stays, the reason is reported
             if bundle is not None:

@@ -215,6 +215,9 @@ def add_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="score every N-th full window (default 1: every row)")
     p.add_argument("--time-column", help="the time column (default: found automatically)")
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
+    p.add_argument("--distance-runtime", choices=("auto", "onnx", "tflite"), default="auto",
+                   help="the distance scorers' runtime: onnx (distance.onnx), tflite (its "
+                        "TFLite twin) or auto (onnx when onnxruntime is installed; default)")
     p.add_argument("--public-key", type=Path,
                    help="require and verify the bundle's Ed25519 signature with this key")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper,
@@ -235,7 +238,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if args.stride < 1:
             raise ValueError(f"--stride must be >= 1, got {args.stride}")
         bundle = load_bundle(args.bundle, args.public_key)
-        engine = ScoringEngine(bundle, threads=args.threads)
+        engine = ScoringEngine(bundle, threads=args.threads,
+                               distance_runtime=args.distance_runtime)
         table = read_table(args.input, time_column=args.time_column,
                            channels=input_channels(bundle.manifest))
         result = replay_table(engine, table, device=args.device, stride=args.stride)
@@ -247,6 +251,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"edge-agent replay: error: {error}", file=sys.stderr)
         return 2
     print(summary(result, args.stride))
+    print("runtimes: " + "; ".join(f"{k} {v}" for k, v in engine.runtimes.items()))
     return 0
 
 

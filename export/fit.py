@@ -119,6 +119,7 @@ class _Build:
     training: dict[str, Any] = field(default_factory=dict)
     ae: Any = None  # export.lstm_ae.TrainedAe
     distance: Any = None  # export.onnx_export.DistanceModel
+    twin: Any = None  # export.tflite_distance.TwinJob: distance.tflite, converting
     stage_seconds: dict[str, float] = field(default_factory=dict)
     lstm_trusted: bool = True  # false: the quantised autoencoder failed its parity bound
     warnings: list[str] = field(default_factory=list)
@@ -250,6 +251,9 @@ def _fit_distance(build: _Build) -> None:
     x = lag_features(p.windows(p.fit_ends, c.window), build.lags, build.distance_clip)
     text = _fit_distance_model(build, x)
     build.models["distance"] = export_distance(build.distance, build.folder / DISTANCE_FILE)
+    from export.tflite_distance import start_twin
+
+    start_twin(build)  # its TFLite twin, converted while the autoencoder trains
     build.training["distance_model"] = {"kind": c.distance_model, **build.distance.info}
     build.timed("distance", started)
     scorers = ", ".join(build.distance.scorers)
@@ -387,6 +391,9 @@ def _calibrate(build: _Build, all_ends: np.ndarray) -> tuple[dict[str, Threshold
         threshold=thresholds["lstm_ae"].value,
     )
     parity = verify.summarise(figures)
+    from export.tflite_distance import check_twin
+
+    check_twin(build, every, thresholds, parity)
     build.timed("calibrate_and_parity", started)
     verify.check_onnx(parity, config)
     return thresholds, parity
@@ -406,7 +413,9 @@ def _calibrate_with_parity(build: _Build, all_ends: np.ndarray
     that, keep the int8 model that came closest, marked not trusted for decisions (a warning),
     or, when it is an ensemble member, a FitError with the figures and what to try."""
     from export import verify
+    from export.tflite_distance import attach_twin
 
+    attach_twin(build)
     config = build.config
     thresholds, parity = _calibrate(build, all_ends)
     problem = verify.int8_problem(parity, config)

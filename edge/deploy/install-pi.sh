@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Install edge-agent as a systemd service on a Raspberry Pi (Raspberry Pi OS 64-bit, Bookworm)
-# or any Debian-like aarch64/x86_64 host. Safe to run again: every step checks first.
+# Install edge-agent as a systemd service on a Raspberry Pi (Raspberry Pi OS Bookworm, 64-bit
+# or 32-bit) or any Debian-like aarch64/x86_64/armhf host. Safe to run again: every step checks
+# first. 64-bit: a venv with the lean wheels (ai-edge-litert, onnxruntime, numpy 2). 32-bit
+# (armhf, armv7l CPU: Pi 2/3/4/Zero 2 W): no onnxruntime or ai-edge-litert wheel exists, so the
+# venv sees the system's python3-numpy 1.x (--system-site-packages) and gets tflite-runtime 2.14;
+# the agent then scores the distance model on the bundle's TFLite twin (distance.tflite).
 #
 #   sudo ./install-pi.sh [--bundle DIR|FILE.tar.gz] [--config agent.toml] [--package SPEC]
 #                        [--no-start]
@@ -13,7 +17,8 @@
 #              package without extras; a wheel file or a source checkout work too)
 #   --no-start enable the service but do not (re)start it
 #
-# Environment: DRY_RUN=1 prints the commands that change the system instead of running them.
+# Environment: DRY_RUN=1 prints the commands that change the system instead of running them;
+# EDGE_USERLAND (default: dpkg --print-architecture) overrides the userland architecture.
 set -euo pipefail
 
 PACKAGE="edge-anomaly"
@@ -28,7 +33,7 @@ UNIT="/etc/systemd/system/edge-agent.service"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DRY_RUN="${DRY_RUN:-0}"
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 say() { printf 'install-pi: %s\n' "$*"; }
 die() { printf 'install-pi: error: %s\n' "$*" >&2; exit 1; }
 run() {
@@ -52,20 +57,39 @@ fi
 [ -z "$BUNDLE" ] || [ -e "$BUNDLE" ] || die "--bundle $BUNDLE does not exist"
 [ -z "$CONFIG" ] || [ -f "$CONFIG" ] || die "--config $CONFIG does not exist"
 
-# 1. platform: the inference runtimes (ai-edge-litert, onnxruntime) ship 64-bit wheels only
+# 1. platform. The userland decides, not the kernel: 32-bit Raspberry Pi OS on a Pi 4 or 5
+#    boots a 64-bit kernel (uname -m: aarch64) under a 32-bit Python, so pip runs under
+#    `setarch linux32` there (uname -m: armv8l), where pyproject's markers pick tflite-runtime.
 ARCH="$(uname -m)"
-case "$ARCH" in
-    aarch64|arm64|x86_64) ;;
-    armv7l|armv6l) die "32-bit OS ($ARCH): install Raspberry Pi OS 64-bit; the TFLite and ONNX runtimes have no 32-bit ARM wheels" ;;
-    *) say "warning: untested architecture $ARCH" ;;
+USERLAND="${EDGE_USERLAND:-$(dpkg --print-architecture 2>/dev/null || echo unknown)}"
+BITS32=0
+PIP_PREFIX=()
+case "$USERLAND/$ARCH" in
+    armhf/armv6l|armel/*|*/armv6l)
+        die "ARMv6 ($ARCH, $USERLAND: Pi 1, Zero, Zero W): no TFLite runtime has a wheel for it; use a Pi 2, 3, 4, 5 or Zero 2 W" ;;
+    armhf/*)
+        BITS32=1
+        [ "$ARCH" = "armv7l" ] || PIP_PREFIX=(setarch linux32)
+        say "32-bit userland ($USERLAND, kernel $ARCH): tflite-runtime with the system numpy; distance scorers on the bundle's TFLite twin" ;;
+    */aarch64|*/arm64|*/x86_64) ;;
+    *) say "warning: untested architecture $ARCH ($USERLAND)" ;;
 esac
 command -v python3 >/dev/null || die "python3 is missing: sudo apt-get install python3"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
     || die "Python $(python3 -V 2>&1) is too old: 3.10 or newer is needed"
-if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-    say "installing python3-venv"
+if [ "$BITS32" = "1" ]; then
+    python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+        || die "Python $(python3 -V 2>&1): tflite-runtime 2.14 has 32-bit ARM wheels for Python 3.11 (Bookworm's) only"
+fi
+missing=()
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if [ "$BITS32" = "1" ] && ! python3 -c 'import numpy, sys; sys.exit(int(numpy.__version__.split(".")[0]) != 1)' 2>/dev/null; then
+    missing+=(python3-numpy)  # numpy 1.x for tflite-runtime 2.14; Bookworm has 1.24
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing ${missing[*]}"
     run apt-get update -qq
-    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
 # 2. a system user without a login, in dialout for the UART
@@ -79,14 +103,21 @@ if getent group dialout >/dev/null && ! id -nG "$USER_NAME" 2>/dev/null | grep -
 fi
 
 # 3. the venv and the lean device package (numpy, ai-edge-litert, onnxruntime, paho-mqtt,
-#    pyserial, pydantic: no TensorFlow, no scikit-learn)
+#    pyserial, pydantic: no TensorFlow, no scikit-learn; 32-bit: tflite-runtime, the system numpy)
+VENV_OPTIONS=()
+[ "$BITS32" = "0" ] || VENV_OPTIONS=(--system-site-packages)
+if [ -x "$VENV/bin/python" ] && [ "$BITS32" = "1" ] \
+        && ! grep -qs '^include-system-site-packages = true' "$VENV/pyvenv.cfg"; then
+    say "recreating $VENV with the system's site packages (numpy 1.x)"
+    run rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
     say "creating $VENV"
-    run python3 -m venv "$VENV"
+    run python3 -m venv "${VENV_OPTIONS[@]}" "$VENV"
 fi
 say "installing $PACKAGE into $VENV"
-run "$VENV/bin/python" -m pip install --quiet --upgrade pip
-run "$VENV/bin/python" -m pip install --quiet --upgrade "$PACKAGE"
+run "${PIP_PREFIX[@]}" "$VENV/bin/python" -m pip install --quiet --upgrade pip
+run "${PIP_PREFIX[@]}" "$VENV/bin/python" -m pip install --quiet --upgrade "$PACKAGE"
 
 # 4. folders: config readable by the service, state writable by it
 run install -d -m 0750 -o root -g "$USER_NAME" "$ETC"

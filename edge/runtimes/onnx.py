@@ -15,6 +15,8 @@ INSTALL_HINT = "onnxruntime is not installed: `pip install onnxruntime`"
 class OnnxModel:
     """An ONNX model with one float input and named float outputs."""
 
+    runtime = "onnxruntime"
+
     def __init__(self, path: Path, threads: int = 1) -> None:
         try:
             import onnxruntime as ort

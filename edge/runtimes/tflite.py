@@ -80,3 +80,28 @@ class TfliteModel:
     def tensor_dtypes(self) -> list[str]:
         """Dtypes of every tensor in the graph, to check that weights really are int8."""
         return [np.dtype(t["dtype"]).name for t in self.interpreter.get_tensor_details()]
+
+
+class TfliteSignatureModel:
+    """A float TFLite model run through its signature: named inputs and outputs, any batch
+    size (the input is resized to each call's). The distance model's TFLite twin."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        interpreter_class, self.runtime = _interpreter_class()
+        self.interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+        signatures = self.interpreter.get_signature_list()
+        if len(signatures) != 1:
+            raise ValueError(f"{path.name}: expected one signature, found {sorted(signatures)}")
+        key, signature = next(iter(signatures.items()))
+        inputs = list(signature["inputs"])
+        if len(inputs) != 1:
+            raise ValueError(f"{path.name}: expected one input, found {inputs}")
+        self.input_name = str(inputs[0])
+        self.outputs = [str(o) for o in signature["outputs"]]
+        self.runner = self.interpreter.get_signature_runner(key)
+        log.debug("loaded %s with %s (outputs %s)", path, self.runtime, self.outputs)
+
+    def run(self, x: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[np.float32]]:
+        """Outputs by name for one batch of input rows (float32)."""
+        result = self.runner(**{self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
+        return {name: np.asarray(result[name], dtype=np.float32) for name in self.outputs}
