@@ -4,10 +4,10 @@ only, so it runs on a lean install too, e.g. from cron or CI).
 
 `collect` subscribes to `<prefix>/+/status` (plain `online`/`offline`, the agents' last wills)
 and `<prefix>/+/info` (the JSON documents of `edge.sinks.status`) and returns once the
-retained messages have arrived (no new retained message for `quiet_s`, at most `wait_s`). `fleet_rows`
-makes one row per (agent, device): a device is online when its agent's document and its
-agent's status topic both say so (a killed agent leaves its document as it was, and the will
-sets its status topic to `offline`). `problems` lists what makes the fleet unhealthy:
+retained messages have arrived (no new retained message for `quiet_s`, at most `wait_s`).
+`fleet_rows` makes one row per (agent, device): a device is online when its agent's document
+and its agent's status topic both say so (a killed agent leaves its document as it was, and
+the will sets its status topic to `offline`). `problems` lists what makes the fleet unhealthy:
 
 - silent: no reading from the device for longer than `max_age_s` (or never);
 - bundle mismatch: the device runs another bundle (manifest sha256) than the index names;
