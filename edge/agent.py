@@ -12,7 +12,6 @@ the next start ends the alerts that were open then (`reason: restart`, edge.open
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import queue
@@ -39,6 +38,14 @@ from edge.outbox import Outbox
 from edge.pipeline import Gateway
 from edge.readings import BadInputCounter, Reading, decode_counted, input_channels
 from edge.reload import BundleReloader, ReloadResult
+from edge.sinks.base import (
+    AlertSink,
+    HomeAssistantSink,
+    LogSink,
+    OutboxSink,
+    StdoutAlertSink,
+    encode,
+)
 from edge.sinks.events import EventPublisher
 from edge.sinks.metrics import MetricsPublisher
 from edge.sinks.mqtt_alerts import AlertPublisher
@@ -146,6 +153,12 @@ class Agent:
         self.homeassistant = HomeAssistantPublisher(
             self.connection, self.topics, config.homeassistant, self.info, __version__,
             config.fixed_devices) if config.homeassistant.enabled else None
+        self.sinks: list[AlertSink] = [OutboxSink(self.alerts, self.topics)]
+        if self.homeassistant is not None:
+            self.sinks.append(HomeAssistantSink(self.homeassistant))
+        if self.stdout is not None:
+            self.sinks.append(StdoutAlertSink(self.stdout))
+        self.sinks.append(LogSink(log))
         self.events = EventPublisher(self.connection, self.topics, __version__)
         self.reloader = BundleReloader(config.bundle)
         cap, fb = config.capture, config.feedback
@@ -225,7 +238,7 @@ class Agent:
         if reading is None:
             return
         outcome = self.gateway.process(reading)
-        if reading.device in self.gateway.pipelines:
+        if self.gateway.serves(reading.device):
             self._last_seen[reading.device] = time.monotonic()
             self.status.add_device(reading.device)
             if self.homeassistant is not None:
@@ -237,20 +250,13 @@ class Agent:
                 self.homeassistant.observe(outcome.device, outcome.score, outcome.ts)
 
     def expire_silent(self, now: float) -> list[AlertEvent]:
-        """End the open alert of a device silent for longer than the bundle's `max_gap_s`.
+        """End the open alert of a device silent for longer than the bundle's `max_gap_s`
+        (silence on the agent's clock; see `Gateway.expire_silent`)."""
+        def silence(device: str) -> float | None:
+            seen = self._last_seen.get(device)
+            return None if seen is None else now - seen
 
-        Silence is measured on the agent's clock and handed to the pipeline in the device's
-        own time base (its last timestamp + the silence), so a sensor clock that is off by
-        less than `max_skew_s` neither ends alerts early nor keeps them open.
-        """
-        ended = []
-        for device, pipeline in self.gateway.pipelines.items():
-            last_ts, seen = pipeline.window.last_ts, self._last_seen.get(device)
-            if last_ts is not None and seen is not None:
-                event = pipeline.expire(last_ts + (now - seen))
-                if event is not None:
-                    ended.append(event)
-        return ended
+        return self.gateway.expire_silent(silence)
 
     def decode(self, item: Payload) -> Reading | None:
         limits = self.config.limits
@@ -261,19 +267,10 @@ class Agent:
 
     def publish(self, events: list[AlertEvent] | tuple[AlertEvent, ...]) -> None:
         for event in self.loop.gate(events):  # recorded; a snoozed device's not published
-            payload = event.to_payload(bundle=self.info, agent_version=__version__)
-            self.alerts.submit(
-                device=event.device, topic=self.topics.alert(event.device), state=event.state,
-                alert_id=event.id, payload=json.dumps(payload, separators=(",", ":")).encode())
+            encoded = encode(event, self.info, __version__)
+            for sink in self.sinks:
+                sink.alert(encoded)
             self.alert_counts[event.state] = self.alert_counts.get(event.state, 0) + 1
-            if self.homeassistant is not None:
-                self.homeassistant.event(event)
-            if self.stdout is not None:
-                self.stdout.write(payload)
-            top = ", ".join(f"{c.name} {c.contribution:.0%}" for c in event.channels) or "-"
-            log.info("alert %s %s on %s: score %.2f (%s), top channels: %s%s", event.state,
-                     event.id, event.device, event.score, event.severity, top,
-                     f", reason {event.reason}" if event.reason else "")
 
     def tick(self, now: float) -> None:
         if self.connection.tick():
@@ -333,12 +330,12 @@ class Agent:
         wall, mono = time.time(), time.monotonic()
         devices = {
             device: DeviceSnapshot(
-                readings=pipeline.stats.readings,
+                readings=readings,
                 last_reading=(round(wall - (mono - self._last_seen[device]), 3)
                               if device in self._last_seen else None),
-                open_alerts=int(pipeline.decider.active),
+                open_alerts=open_alerts,
                 snoozed_until=self.loop.snoozed_until(device))
-            for device, pipeline in self.gateway.pipelines.items()}
+            for device, (readings, open_alerts) in self.gateway.device_counts().items()}
         for device, until in self.loop.snoozed.items():  # snoozed before its first reading
             devices.setdefault(device, DeviceSnapshot(snoozed_until=until))
         bundle = {"name": self.info.name, "version": self.info.version,

@@ -281,6 +281,30 @@ class Gateway:
         except ValueError as exc:
             log.warning("device %s: %s; it starts afresh", device, exc)
 
+    def serves(self, device: str) -> bool:
+        """The device has a pipeline (it was not refused as one too many)."""
+        return device in self.pipelines
+
+    def expire_silent(self, silence_s: Callable[[str], float | None]) -> list[AlertEvent]:
+        """End the open alerts of devices silent for longer than the bundle's `max_gap_s`:
+        `silence_s(device)` is how long the agent has not heard from it (None: unknown),
+        handed to the pipeline in the device's own time base (its last timestamp + the
+        silence), so a sensor clock that is off neither ends alerts early nor keeps them
+        open."""
+        ended = []
+        for device, pipeline in self.pipelines.items():
+            last_ts, silence = pipeline.window.last_ts, silence_s(device)
+            if last_ts is not None and silence is not None:
+                event = pipeline.expire(last_ts + silence)
+                if event is not None:
+                    ended.append(event)
+        return ended
+
+    def device_counts(self) -> dict[str, tuple[int, int]]:
+        """Per device: readings taken and alerts open."""
+        return {device: (p.stats.readings, int(p.decider.active))
+                for device, p in self.pipelines.items()}
+
     def states(self) -> dict[str, ScoreState]:
         """Each device's scoring state (for `edge.state_store`)."""
         return {device: p.state for device, p in self.pipelines.items()}
