@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test demo bench lint clean mosquitto
+.PHONY: setup test demo bench lint clean mosquitto pi-emulated
 
 setup: $(STAMP) mosquitto
 
@@ -41,6 +41,11 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m tests.bench.run_all
+
+# The device install and replays on the Pi's architectures (Debian bookworm arm64 and armhf
+# roots under qemu-user), compared with x86; as root, an hour or more, not part of `make test`.
+pi-emulated: setup
+	bash tests/pi_emulated/check.sh
 
 lint: setup
 	$(BIN)/ruff check .

@@ -38,7 +38,9 @@ from edge.signing import verify_manifest_signature
 SCHEMA_VERSION = 6  # what this trainer writes
 # 2 added optional fields (scorer likelihood, cooldown_windows) only; 3 the scorer memory only;
 # 4 the `range` scorer kind and the training range only; 5 the `long_shape` scorer kind only;
-# 6 the `flat` scorer kind and `lstm_ae.trusted` (absent: trusted) only
+# 6 the `flat` scorer kind and `lstm_ae.trusted` (absent: trusted) only. The distance model's
+# TFLite twin (models.distance_tflite, distance.tflite) needs no new version: an agent that
+# does not know it reads the entry as one more model file and scores with distance.onnx.
 READABLE_SCHEMAS = (1, 2, 3, 4, 5, 6)
 
 __all__ = [  # the scorer specs live in edge.scorers.spec, the file names and the error in

@@ -6,6 +6,7 @@ onnxruntime; 64-bit keeps the lean wheels. The real install on those architectur
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -69,3 +70,12 @@ def test_markers_64_bit(machine: str) -> None:
     got = device_packages(machine)
     assert {"onnxruntime", "ai-edge-litert"} <= set(got) and "tflite-runtime" not in got
     assert "<3" in got["numpy"]
+
+
+def test_the_emulated_check_script_is_valid_bash_and_shellcheck_clean() -> None:
+    script = REPO / "tests" / "pi_emulated" / "check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], timeout=30).returncode == 0
+    checker = shutil.which("shellcheck")
+    if checker is not None:
+        done = subprocess.run([checker, str(script)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout

@@ -194,10 +194,13 @@ if [ ! -f "$unit_src" ] && [ -x "$VENV/bin/python" ]; then
     unit_src="$("$VENV/bin/python" -c 'import edge, pathlib; print(pathlib.Path(edge.__file__).parent / "deploy" / "edge-agent.service")')"
 fi
 [ -f "$unit_src" ] || [ "$DRY_RUN" = "1" ] || die "edge-agent.service not found"
+# without a running systemd (a chroot, a container) the unit is installed and enabled only
+SYSTEMD=0
+if [ -d /run/systemd/system ] || [ "$DRY_RUN" = "1" ]; then SYSTEMD=1; fi
 if [ ! -f "$UNIT" ] || ! cmp -s "$unit_src" "$UNIT"; then
     say "installing $UNIT"
     run install -m 0644 "$unit_src" "$UNIT"
-    run systemctl daemon-reload
+    if [ "$SYSTEMD" = "1" ]; then run systemctl daemon-reload; fi
 fi
 run systemctl enable edge-agent.service
 
@@ -228,8 +231,12 @@ if [ "$START" = "1" ]; then
     if [ -e "$STATE/bundle/manifest.json" ] || [ "$DRY_RUN" = "1" ]; then
         run runuser -u "$USER_NAME" -- "$VENV/bin/edge-agent" check-config "$ETC/agent.toml" \
             || die "check-config found problems (above); fix $ETC/agent.toml and run again"
-        run systemctl restart edge-agent.service
-        say "started; follow the log with: journalctl -u edge-agent -f"
+        if [ "$SYSTEMD" = "1" ]; then
+            run systemctl restart edge-agent.service
+            say "started; follow the log with: journalctl -u edge-agent -f"
+        else
+            say "systemd is not running here: the service is enabled for the next boot, not started"
+        fi
     else
         say "no bundle in $STATE/bundle yet: copy one with --bundle, then: systemctl start edge-agent"
     fi
