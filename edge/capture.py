@@ -6,7 +6,8 @@ one SQLite file (`[capture] path`, WAL mode), on the agent's main loop.
   channels when it was recorded). Written in batches (`flush`, every second from the loop);
   a power cut loses at most the last second. Bounded by `max_days` (older than the newest
   reading minus that) and `max_bytes` (the pages in use; the oldest readings go first and the
-  freed pages return to the file system), checked every `prune_every_s`.
+  freed pages return to the file system), checked every `prune_every_s`, when the write-ahead
+  log is also emptied (so the file on disk is the readings plus at most a minute of writes).
 - `alerts`: every alert the agent raised, published or not (a snoozed device's), with its
   span, the channels that drove it and the reason it ended; kept as long as the readings.
 - `feedback`: every `feedback` command carried out (alert, device, label, note, the alert's
@@ -75,6 +76,7 @@ CREATE TABLE IF NOT EXISTS snoozes (device TEXT PRIMARY KEY, until REAL NOT NULL
                                     since REAL NOT NULL);
 """
 MAX_FEEDBACK = 10_000
+WAL_LIMIT = 1 << 20  # bytes the write-ahead log keeps between checkpoints
 PRUNE_CHUNK = 2_000  # readings deleted per statement when over the byte bound
 
 
@@ -132,6 +134,7 @@ class CaptureStore:
                 db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
+            db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")  # the WAL, after a checkpoint
             db.executescript(_SCHEMA)
             self._sets = {tuple(json.loads(names)): i
                           for i, names in db.execute("SELECT id, names FROM channel_sets")}
@@ -259,8 +262,8 @@ class CaptureStore:
                 (MAX_FEEDBACK,))
             # to the end (`execute` would free one page)
             self._db.executescript("PRAGMA incremental_vacuum;")
-            if deleted:  # the freed pages leave the file (and the WAL) only at a checkpoint
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # the freed pages leave the file only at a checkpoint; the WAL is emptied too
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             log.warning("capture: bounds not applied: %s", exc)
         if deleted:

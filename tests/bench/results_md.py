@@ -182,6 +182,10 @@ def render(results: dict[str, Any]) -> str:
         body += device_section(results["device"])
     if "e2e" in results:
         body += e2e_section(results["e2e"])
+    if "loop" in results:
+        from tests.bench.closed_loop import closed_loop_section
+
+        body += closed_loop_section(results["loop"])
     if "fleet" in results:
         from tests.bench.fleet import fleet_section
 

@@ -26,7 +26,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from tests.bench import device_cost, e2e, fleet, nab_corpus, skab
+from tests.bench import closed_loop, device_cost, e2e, fleet, nab_corpus, skab
 from tests.bench.harness import (
     BENCH_DIR,
     DATA_ENV,
@@ -39,7 +39,7 @@ from tests.bench.harness import (
 )
 from tests.bench.results_md import render
 
-SECTIONS = ("skab", "nab", "device", "e2e", "fleet")
+SECTIONS = ("skab", "nab", "device", "e2e", "loop", "fleet")
 MEMORY_FILE = "realKnownCause/nyc_taxi.csv"  # a one-channel bundle with the device memory
 
 
@@ -287,6 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             run.device_agent()
         if "e2e" in sections and "e2e_bundle" in run.results:
             run.end_to_end()
+        if "loop" in sections:  # feedback, capture and retraining on a simulated pod
+            started = time.monotonic()
+            run.results["loop"] = closed_loop.run_bench(run.work / "loop", args.quick, run.say)
+            run.timings["closed loop"] = time.monotonic() - started
         if "fleet" in sections:  # last: it measures 2 workers against 1 on idle cores
             started = time.monotonic()
             run.results["fleet"] = fleet.run_bench(run.work / "fleet", 6 if args.quick else 24,
