@@ -44,6 +44,10 @@ def _scales(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in _split(text))
 
 
+def _names_or_none(text: str) -> tuple[str, ...]:
+    return () if text.strip().lower() == "none" else _split(text)
+
+
 def _scales_or_none(text: str) -> tuple[int, ...]:
     return () if text.strip().lower() == "none" else _scales(text)
 
@@ -484,14 +488,16 @@ class FitConfig:
             choices=("max", "mean", "weighted_mean", "vote"),
         ),
     )
-    scorers: tuple[str, ...] = field(
-        default=(),
+    scorers: tuple[str, ...] | None = field(
+        default=None,
         metadata=_meta(
             "comma-separated scorer kinds added to the bundle as ensemble members, each fitted "
-            "by its module in export/scorers (seasonal: the usual level and spread of each "
-            "channel by hour of the day, or of the week with two weeks of training rows)",
+            "by its module in export/scorers ('none': none; seasonal: the usual level and "
+            "spread of each channel by hour of the day, or of the week with two weeks of "
+            "training rows; twin, variability: each twin sensor against its twins, left out "
+            "without twins; recipe: twin,variability for several channels, none for one)",
             "ensemble",
-            parse=_split,
+            parse=_names_or_none,
             metavar="KIND,KIND",
         ),
     )

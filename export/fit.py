@@ -318,7 +318,7 @@ def _convert(build: _Build, samples: int, mode: str, step: str) -> None:
 
 def _fit_added(build: _Build) -> None:
     """The scorers of the kinds `--scorers` adds, fitted on the training rows."""
-    if not build.config.scorers:
+    if not build.config.scorers:  # resolved by the recipe: () when none
         return
     p = build.prep
     build.training_data = training_data(p.data.channels, p.scaled, p.data.timestamps,

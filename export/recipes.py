@@ -32,6 +32,22 @@ explicitly is kept. Every figure below is measured with the real pipeline (`fit_
   SKAB F1 0.856, FAR 9.6%, MAR 18.9% (fresh fits, `quality.py skab --configs
   after,long-shapes`), close to the 10% FAR bound; pods 14 of 28 with no false alarm at the
   1.2 margin, the one more a drift, but 17 with 5 at 1.1 against 16 with 2.
+  Per-sensor scorers (`scorers` twin,variability, members wherever channels have twins by
+  name and correlation; none on SKAB, whose names have no twins): `twin` judges each sensor's
+  residual against its twins' mean, `variability` its log deviation against its twins', each
+  per member in its own training spread, the threshold 1.25 x the largest held-out score
+  (`export.scorers.twin.SENSOR_MARGIN`). Pods (`python -m tests.bench.pods`, 2 streamed days
+  each, 7 value faults a pod, fitted with 4 LSTM epochs, the LSTM being no member): chosen on
+  pods 1-4: 13/28 faults with 0 false alarms without them, 24/28 with 6 at x1.0, 24/28 with 2
+  at x1.25, 23/28 with 2 at x1.5; confirmed on pods 5-8 (x1.25): 7/28 with 0 without them,
+  20/28 with 1 with them (drift 4/4, level_shift 4/4, stuck 4/4, twin_disagree 4/4,
+  noise_burst 2/4, slope_change 1/4, spike 1/4). Of the 3 false alarms on the 8 pods, 2 are a
+  sensor's dropout (its values forward-filled flat) flagged as stuck by `variability`.
+  The seasonal profile (`--scorers seasonal`) is not a default member: on NAB (35 files, the
+  bundles of the defaults, seasonal added as a member and fitted on each bundle's own fit
+  rows, `tests/bench/experiments/seasonal_member.py`) only 3 files have two days of training
+  rows, and it costs 75.9 -> 74.5 standard, 70.4 -> 67.4 reward-low-FP, 79.7 -> 78.8
+  reward-low-FN.
 - univariate (1 channel): `lag_kmeans`: distances of the last 8 and the last 4 scaled values
   (median, IQR/1.349 but at least 0.5 sd, no transform) to the nearest of 16 KMeans centroids,
   or to the device's own recent lag vectors where those are nearer (its memory: the 2nd
@@ -108,6 +124,7 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "release_level": 0.8,
         "cooldown_windows": 0,
         "long_shapes": (),
+        "scorers": ("twin", "variability"),
     },
     "univariate": {
         "transform": "none",
@@ -121,6 +138,7 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "release_level": 1.0,
         "cooldown_windows": 150,
         "long_shapes": (8, 16, 32),
+        "scorers": (),
     },
 }
 LAG_MEMORY = 3000  # lag vectors a lag_kmeans device remembers of its own stream

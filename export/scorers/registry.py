@@ -93,12 +93,13 @@ def training_data(channels: list[str], scaled: FloatArray, timestamps: FloatArra
 def fit_added(data: TrainingData) -> list[Added]:
     """Fit every kind of `--scorers` on the training rows (InputError: the data cannot)."""
     config = data.config
+    kinds = config.scorers or ()
     for pair in config.scorer_options:
         owner = pair.partition("=")[0].partition(".")[0]
-        if owner not in config.scorers:
+        if owner not in kinds:
             raise InputError(f"--scorer-options {pair!r}: kind {owner!r} is not in --scorers")
     added: list[Added] = []
-    for kind in config.scorers:
+    for kind in kinds:
         cls = trainer(kind)
         options = options_of(kind, config.scorer_options)
         added += [Added(cls, options, spec) for spec in cls.fit(data, options)]

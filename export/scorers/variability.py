@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from edge.bundle import Threshold
 from edge.scorers.twin import twin_matrix
-from export.scorers.base import TrainerScorer, TrainingData
-from export.scorers.twin import robust_center_spread
+from export.scorers.base import FloatArray, TrainerScorer, TrainingData
+from export.scorers.twin import robust_center_spread, sensor_threshold
 from export.twins import twin_groups
 
 FLOOR_SHARE = 0.01  # of the members' median window standard deviation
@@ -32,3 +33,8 @@ class VariabilityTrainer(TrainerScorer):
         names = [[data.channels[i] for i in g] for g in groups]
         return [{"name": "variability", "kind": "variability", "groups": names,
                  "center": center, "spread": spread, "floor": floor}]
+
+    @classmethod
+    def threshold(cls, name: str, heldout: FloatArray, data: TrainingData,
+                  options: dict[str, Any]) -> Threshold:
+        return sensor_threshold(heldout, data)
