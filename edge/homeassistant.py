@@ -1,18 +1,23 @@
-"""Home Assistant MQTT discovery: an `anomaly` binary_sensor and a `score` sensor per device.
+"""Home Assistant MQTT discovery: `anomaly` and `sensor fault` binary_sensors and a `score`
+sensor per device.
 
-With `[homeassistant] enabled = true` the agent publishes, for every device it serves, two
+With `[homeassistant] enabled = true` the agent publishes, for every device it serves, three
 retained discovery configs (QoS 1) on every (re)connect and when a device is first seen:
 
 - ``<discovery_prefix>/binary_sensor/<node_id>/<device>_anomaly/config``: device_class
   ``problem``, ON while an alert is open;
+- ``<discovery_prefix>/binary_sensor/<node_id>/<device>_sensor_fault/config``: device_class
+  ``problem``, ON while an open alert's `trouble` is ``sensor`` (one sensor leaves its twins:
+  check or replace it) rather than ``process`` (what the sensors watch is unusual);
 - ``<discovery_prefix>/sensor/<node_id>/<device>_score/config``: the smoothed ensemble score
   (1.0 = the calibrated threshold), state_class ``measurement``.
 
 `node_id` is the agent's client id; ids are reduced to ``[a-zA-Z0-9_-]`` as the discovery topic
 requires. Both entities read one retained JSON state topic, ``<prefix>/<device>/state``::
 
-    {"anomaly": "ON", "score": 2.31, "severity": "critical", "alert_id": "pod-1-...",
-     "ts": "2026-01-12T07:05:00.000+00:00", "channels": ["pm25_opc_1", "no2_3"]}
+    {"anomaly": "ON", "sensor_fault": "ON", "trouble": "sensor", "score": 2.31,
+     "severity": "critical", "alert_id": "pod-1-...", "ts": "2026-01-12T07:05:00.000+00:00",
+     "channels": ["pm25_opc_1", "no2_3"]}
 
 published at once when the decision changes (alert start / end) and otherwise with the latest
 score at most every `score_every_s`; the binary_sensor also takes the whole JSON as attributes.
@@ -104,6 +109,15 @@ def discovery_messages(
         "payload_off": OFF,
         "json_attributes_topic": state,
     }
+    sensor_fault = {
+        **common,
+        "name": "Sensor fault",
+        "unique_id": f"{uid}_sensor_fault",
+        "device_class": "problem",
+        "value_template": "{{ value_json.sensor_fault | default('OFF') }}",
+        "payload_on": ON,
+        "payload_off": OFF,
+    }
     score = {
         **common,
         "name": "Anomaly score",
@@ -117,6 +131,9 @@ def discovery_messages(
     return [
         Discovery("binary_sensor",
                   f"{discovery_prefix}/binary_sensor/{node}/{obj}_anomaly/config", anomaly),
+        Discovery("binary_sensor",
+                  f"{discovery_prefix}/binary_sensor/{node}/{obj}_sensor_fault/config",
+                  sensor_fault),
         Discovery("sensor", f"{discovery_prefix}/sensor/{node}/{obj}_score/config", score),
     ]
 
@@ -124,6 +141,7 @@ def discovery_messages(
 @dataclass
 class _DeviceState:
     anomaly: bool = False
+    trouble: str = ""  # of the open alert
     score: float | None = None
     severity: str | None = None
     alert_id: str | None = None
@@ -134,6 +152,8 @@ class _DeviceState:
     def payload(self) -> bytes:
         data = {
             "anomaly": ON if self.anomaly else OFF,
+            "sensor_fault": ON if self.anomaly and self.trouble == "sensor" else OFF,
+            "trouble": (self.trouble or None) if self.anomaly else None,
             "score": None if self.score is None else round(self.score, 4),
             "severity": self.severity,
             "alert_id": self.alert_id,
@@ -176,9 +196,10 @@ class HomeAssistantPublisher:
         """An alert event: `start`/`update` mean ON, `end` means OFF; a change goes out at once."""
         state = self._state(event.device)
         anomaly = event.state != "end"
+        trouble = event.trouble if anomaly else ""
         with self._lock:
-            changed = anomaly != state.anomaly
-            state.anomaly = anomaly
+            changed = anomaly != state.anomaly or trouble != state.trouble
+            state.anomaly, state.trouble = anomaly, trouble
             state.severity = event.severity if anomaly else None
             state.alert_id = event.id
             state.ts = event.ts

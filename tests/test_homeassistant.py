@@ -209,14 +209,16 @@ def messages(device: str = "airpod-01", agent: str = "edge-agent-pi4",
 
 def test_discovery_messages_follow_the_documented_schema() -> None:
     found = messages()
-    assert [m.component for m in found] == ["binary_sensor", "sensor"]
-    anomaly, score = (validate(m.topic, json.loads(m.encode()), "homeassistant")
-                      for m in found)
+    assert [m.component for m in found] == ["binary_sensor", "binary_sensor", "sensor"]
+    anomaly, fault, score = (validate(m.topic, json.loads(m.encode()), "homeassistant")
+                             for m in found)
     assert isinstance(anomaly, HaBinarySensor) and isinstance(score, HaSensor)
+    assert isinstance(fault, HaBinarySensor) and fault.device_class == "problem"
+    assert found[1].topic.endswith("/airpod-01_sensor_fault/config")
     assert anomaly.device_class == "problem" and anomaly.payload_on == "ON"
     assert score.state_class == "measurement"
     assert found[0].topic == "homeassistant/binary_sensor/edge-agent-pi4/airpod-01_anomaly/config"
-    for entity in (anomaly, score):
+    for entity in (anomaly, fault, score):
         assert entity.state_topic == f"{PREFIX}/airpod-01/state"
         assert entity.availability_mode == "all"
         assert entity.availability is not None
@@ -301,6 +303,22 @@ def event(state: Literal["start", "update", "end"], ts: float, score: float) -> 
                       [ChannelContribution("ch1", 0.7, 3.0, "high")], score, 3, "")
 
 
+def test_a_sensor_trouble_turns_the_sensor_fault_entity_on() -> None:
+    import dataclasses
+
+    conn = FakeConnection()
+    ha = HomeAssistantPublisher(conn, Topics(PREFIX), HomeAssistantConfig(enabled=True),
+                                BUNDLE, "0.1.0", [])  # type: ignore[arg-type]
+    ha.add_device("pod")
+    ha.event(event("start", 1000.0, 1.8), now=1.0)
+    assert conn.states()[-1]["sensor_fault"] == "OFF"
+    ha.event(dataclasses.replace(event("update", 1001.0, 1.9), trouble="sensor"), now=2.0)
+    assert conn.states()[-1]["sensor_fault"] == "ON"  # a change of trouble goes out at once
+    assert conn.states()[-1]["trouble"] == "sensor"
+    ha.event(event("end", 1010.0, 0.3), now=3.0)
+    assert conn.states()[-1]["sensor_fault"] == "OFF" and conn.states()[-1]["trouble"] is None
+
+
 def test_state_goes_out_at_once_on_a_change_and_rate_limited_otherwise() -> None:
     conn = FakeConnection()
     ha = HomeAssistantPublisher(conn, Topics(PREFIX), HomeAssistantConfig(enabled=True,
@@ -309,6 +327,7 @@ def test_state_goes_out_at_once_on_a_change_and_rate_limited_otherwise() -> None
     t0 = time.monotonic() + 1000.0
     assert [t for t, *_ in conn.published] == [
         "homeassistant/binary_sensor/agent/pod_anomaly/config",
+        "homeassistant/binary_sensor/agent/pod_sensor_fault/config",
         "homeassistant/sensor/agent/pod_score/config", f"{PREFIX}/pod/state"]
     assert all(qos == 1 and retain for _, _, qos, retain in conn.published)
     assert conn.states()[-1]["anomaly"] == "OFF" and conn.states()[-1]["score"] is None
@@ -318,7 +337,8 @@ def test_state_goes_out_at_once_on_a_change_and_rate_limited_otherwise() -> None
     ha.event(event("start", 1000.0, 1.8), now=t0 + 11)  # a change: at once
     ha.observe("pod", 1.9, 1001.0, now=t0 + 12)
     ha.event(event("update", 1002.0, 2.5), now=t0 + 13)  # no change of the decision
-    assert conn.states()[-1] == {"anomaly": "ON", "score": 1.8, "severity": "warning",
+    assert conn.states()[-1] == {"anomaly": "ON", "sensor_fault": "OFF", "trouble": None,
+                                 "score": 1.8, "severity": "warning",
                                  "alert_id": "pod-1000-x", "ts": "1970-01-01T00:16:40.000+00:00",
                                  "channels": ["ch1"]}
     ha.observe("pod", 2.2, 1003.0, now=t0 + 45)  # 30 s after the last publish
@@ -328,7 +348,7 @@ def test_state_goes_out_at_once_on_a_change_and_rate_limited_otherwise() -> None
     assert state_topic(Topics(PREFIX), "pod") == f"{PREFIX}/pod/state"
     before = len(conn.published)
     conn.hooks[0]()  # a reconnect announces every device again
-    assert len(conn.published) == before + 3
+    assert len(conn.published) == before + 4  # three configs and the state
 
 
 # -- against a real broker -------------------------------------------------------------------
@@ -380,6 +400,7 @@ def test_agent_publishes_retained_discovery_and_flips_the_state(
         configs = {m.topic: m for m in seen.messages if m.topic.startswith("homeassistant/")}
         assert sorted(configs) == [
             "homeassistant/binary_sensor/agent-ha/pod-ha_anomaly/config",
+            "homeassistant/binary_sensor/agent-ha/pod-ha_sensor_fault/config",
             "homeassistant/sensor/agent-ha/pod-ha_score/config"]
 
     later = retained(broker, "#")
