@@ -31,6 +31,7 @@ from edge.config import MqttSource as MqttSourceConfig
 from edge.decide import AlertEvent, AlertOptions, BundleInfo
 from edge.engine import ScoringEngine
 from edge.feedback import Retention
+from edge.health import ChannelHealth, HealthEvent
 from edge.homeassistant import HomeAssistantPublisher
 from edge.mqtt_client import MqttConnection, Topics
 from edge.open_alerts import restart_ends
@@ -153,6 +154,8 @@ class Agent:
         self.homeassistant = HomeAssistantPublisher(
             self.connection, self.topics, config.homeassistant, self.info, __version__,
             config.fixed_devices) if config.homeassistant.enabled else None
+        self.health = ChannelHealth(self.channels, manifest.sample_period_s,
+                                    config.alerts.silent_channel_periods)
         self.sinks: list[AlertSink] = [OutboxSink(self.alerts, self.topics)]
         if self.homeassistant is not None:
             self.sinks.append(HomeAssistantSink(self.homeassistant))
@@ -239,6 +242,7 @@ class Agent:
             return
         outcome = self.gateway.process(reading)
         if self.gateway.serves(reading.device):
+            self.report_health(self.health.observe(reading.device, reading.ts, reading.values))
             self._last_seen[reading.device] = time.monotonic()
             self.status.add_device(reading.device)
             if self.homeassistant is not None:
@@ -248,6 +252,15 @@ class Agent:
             self.publish(outcome.events)
             if self.homeassistant is not None and outcome.scored:
                 self.homeassistant.observe(outcome.device, outcome.score, outcome.ts)
+
+    def report_health(self, events: list[HealthEvent]) -> None:
+        """A channel gone silent or back: logged and published on the event topic."""
+        for h in events:
+            since = None if math.isnan(h.since) else h.since
+            log.warning("%s: channel %s of %s (last value at %s)", h.event.replace("_", " "),
+                        h.channel, h.device, since)
+            self.events.publish(h.event, device=h.device, channel=h.channel, since=since,
+                                reading_ts=h.ts)
 
     def expire_silent(self, now: float) -> list[AlertEvent]:
         """End the open alert of a device silent for longer than the bundle's `max_gap_s`
@@ -309,6 +322,8 @@ class Agent:
         bundle, manifest, previous = result.bundle, result.bundle.manifest, self.bundle
         self.bundle, self.info = bundle, BundleInfo.from_bundle(bundle)
         self.channels = input_channels(manifest)
+        self.health = ChannelHealth(self.channels, manifest.sample_period_s,
+                                    self.config.alerts.silent_channel_periods)
         self.gateway.stride = self.config.decision.stride or manifest.window.stride
         self.publish(self.gateway.swap_engine(
             result.engine, self.config.decision.apply(manifest.decision)))

@@ -231,6 +231,9 @@ class AlertsConfig(_Section):
         60.0, ge=0, description="publish an `update` of an open alert at most this often; 0: never")
     top_channels: int = Field(
         3, ge=1, le=64, description="channels named in an alert's attribution")
+    silent_channel_periods: float = Field(
+        30.0, gt=0, description="a channel missing from every reading for longer than this many "
+        "sample periods is reported silent (event channel_silent, then channel_back)")
     max_snooze_s: float = Field(
         7 * 86400.0, ge=1, le=366 * 86400.0,
         description="the longest `snooze` command accepted (`for_s`), in seconds")
