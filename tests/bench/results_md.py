@@ -186,6 +186,10 @@ def render(results: dict[str, Any]) -> str:
         from tests.bench.closed_loop import closed_loop_section
 
         body += closed_loop_section(results["loop"])
+    if "pods" in results:
+        from tests.bench.pods import pods_section
+
+        body += pods_section(results["pods"])
     if "fleet" in results:
         from tests.bench.fleet import fleet_section
 

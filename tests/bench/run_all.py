@@ -26,7 +26,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from tests.bench import closed_loop, device_cost, e2e, fleet, nab_corpus, skab
+from tests.bench import closed_loop, device_cost, e2e, fleet, nab_corpus, pods, skab
 from tests.bench.harness import (
     BENCH_DIR,
     DATA_ENV,
@@ -39,7 +39,7 @@ from tests.bench.harness import (
 )
 from tests.bench.results_md import render
 
-SECTIONS = ("skab", "nab", "device", "e2e", "loop", "fleet")
+SECTIONS = ("skab", "nab", "device", "e2e", "loop", "pods", "fleet")
 MEMORY_FILE = "realKnownCause/nyc_taxi.csv"  # a one-channel bundle with the device memory
 
 
@@ -291,6 +291,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             started = time.monotonic()
             run.results["loop"] = closed_loop.run_bench(run.work / "loop", args.quick, run.say)
             run.timings["closed loop"] = time.monotonic() - started
+        if "pods" in sections:  # per-sensor faults on simulated air-quality pods
+            started = time.monotonic()
+            run.results["pods"] = pods.run_bench(run.work / "pods",
+                                                 [1, 2] if args.quick else list(range(1, 9)),
+                                                 run.say)
+            run.timings["pods"] = time.monotonic() - started
         if "fleet" in sections:  # last: it measures 2 workers against 1 on idle cores
             started = time.monotonic()
             run.results["fleet"] = fleet.run_bench(run.work / "fleet", 6 if args.quick else 24,
