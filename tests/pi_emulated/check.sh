@@ -178,11 +178,21 @@ EOF
     runtime="$(sed -n 's/^  runtime   distance: \([^ ]*\) on .*/\1/p' "$res/check-config.txt")"
     case "$runtime" in distance.onnx) runtime=onnx ;; distance.tflite) runtime=tflite ;;
         *) die "$arch: check-config named no distance runtime" ;; esac
-    echo "$runtime" >"$res/runtime.txt"
+    echo "$runtime" >"$res/runtime.txt"  # what "auto" chose
+    rm -f "$res"/*-onnx.* "$res"/*-tflite.* "$res/refused.txt"
     for name in skab pod; do
-        say "$arch replay $name ($runtime)"
-        replay "in_root $root /opt/edge-agent/bin/edge-agent" /srv/edge "$res" "$name" "$runtime"
-        cp "$srv/out/$name-$runtime".* "$res/"
+        for rt in onnx tflite; do  # the other runtime too where the root has it
+            say "$arch replay $name ($rt)"
+            if replay "in_root $root /opt/edge-agent/bin/edge-agent" /srv/edge "$res" "$name" "$rt"
+            then
+                cp "$srv/out/$name-$rt".* "$res/"
+            elif [ "$rt" != "$runtime" ]; then
+                mv "$res/$name-$rt.txt" "$res/refused-$name-$rt.txt"
+                say "$arch: --distance-runtime $rt refused, as it must be without its runtime"
+            else
+                die "$arch: replay $name on $rt failed"
+            fi
+        done
     done
     cleanup
     mounted=()
