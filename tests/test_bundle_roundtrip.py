@@ -96,7 +96,8 @@ def test_progress_and_labelled_metrics_printed(fitted: tuple[Path, Path, str]) -
 def test_bundle_files_and_no_leftovers(fitted: tuple[Path, Path, str]) -> None:
     _, out, _ = fitted
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["distance.onnx", "lstm_ae.tflite", "manifest.json", "report"]
+    assert names == ["distance.onnx", "distance.tflite", "lstm_ae.tflite", "manifest.json",
+                     "report"]
     report = sorted(p.name for p in (out / "report").iterdir())
     assert report == [
         "loss.png",
