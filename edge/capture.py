@@ -121,6 +121,8 @@ class CaptureStore:
         self._pending: list[tuple[str, float, int, bytes]] = []
         self._sets: dict[tuple[str, ...], int] = {}
         self._next_prune = 0.0
+        self._next_flush = 0.0
+        self.flush_every_s = 1.0
         self.captured = 0  # readings written since the start
         self.pruned = 0  # readings deleted by the bounds since the start
 
@@ -222,9 +224,13 @@ class CaptureStore:
         self.db.execute("COMMIT")
 
     def tick(self, now: float | None = None) -> None:
-        """From the main loop: write what is buffered; apply the bounds now and then."""
-        self.flush()
+        """From the main loop: write what is buffered (at most once a second: one
+        transaction for every reading of every device in it); apply the bounds now and
+        then."""
         now = time.monotonic() if now is None else now
+        if now >= self._next_flush:
+            self._next_flush = now + self.flush_every_s
+            self.flush()
         if now >= self._next_prune:
             self._next_prune = now + self.prune_every_s
             self.prune()
