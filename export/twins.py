@@ -18,6 +18,8 @@ from collections import defaultdict
 import numpy as np
 import numpy.typing as npt
 
+from edge.scorers.twin import twin_matrix
+
 FloatArray = npt.NDArray[np.float64]
 
 _MEMBER = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)$|^(?P<bare>.*[A-Za-z])(?P<m>\d+)$")
@@ -50,13 +52,8 @@ def twin_groups(channels: list[str], rows: FloatArray, min_corr: float = 0.5) ->
 
 
 def residual_matrix(groups: list[list[int]], channels: int) -> FloatArray:
-    """(channels, members) matrix R: (rows @ R)[:, k] = member k minus the mean of its twins."""
-    columns = []
-    for members in groups:
-        for i in members:
-            column = np.zeros(channels)
-            column[i] = 1.0
-            others = [j for j in members if j != i]
-            column[others] = -1.0 / len(others)
-            columns.append(column)
-    return np.array(columns).T if columns else np.zeros((channels, 0))
+    """(channels, members) matrix R: (rows @ R)[:, k] = member k minus the mean of its twins
+    (the device's `twin` scorer uses the same matrix)."""
+    if not groups:
+        return np.zeros((channels, 0))
+    return twin_matrix(groups, channels)

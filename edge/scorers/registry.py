@@ -1,5 +1,6 @@
 """The registered scorer kinds, found by discovery: every module of `edge.scorers` that
-defines a `Scorer` subclass with a `kind`. A new kind is a new module; nothing else names it.
+defines a `Scorer` subclass with a `kind` of its own (a shared base without one is no kind).
+A new kind is a new module; nothing else names it.
 
 `SCORERS` maps kind -> Scorer class; `AnyScorerSpec` is the discriminated union of their
 specs (on `kind`), the type of the manifest's `scorers`.
@@ -28,7 +29,7 @@ def _discover() -> dict[str, type[Scorer]]:
         module = importlib.import_module(f"{package.__name__}.{info.name}")
         for value in vars(module).values():
             if (isinstance(value, type) and issubclass(value, Scorer) and value is not Scorer
-                    and value.__module__ == module.__name__):
+                    and value.__module__ == module.__name__ and "kind" in vars(value)):
                 kind = value.kind
                 literal = get_args(value.spec_type.model_fields["kind"].annotation)
                 if literal != (kind,):

@@ -13,61 +13,28 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from edge.scorers.base import FloatArray, ManifestView, Scorer, ScoringBatch, Stateful
+from edge.scorers.base import FloatArray, ManifestView
 from edge.scorers.spec import ScorerSpec
-from edge.scorers.twin import twin_matrix
+from edge.scorers.twin import TwinGroupScorer, TwinGroupsSpec
 
 
-class VariabilityScorerSpec(ScorerSpec):
+class VariabilityScorerSpec(TwinGroupsSpec):
     kind: Literal["variability"]
-    groups: list[list[str]] = Field(min_length=1, description="channels of each twin group")
-    center: list[float] = Field(description="per member (groups flattened): training centre")
-    spread: list[float] = Field(description="per member: training spread, > 0")
     floor: float = Field(gt=0, description="standard deviations are floored at this")
 
-    @model_validator(mode="after")
-    def _shapes(self) -> VariabilityScorerSpec:
-        members = [c for g in self.groups for c in g]
-        if any(len(g) < 2 for g in self.groups) or len(set(members)) != len(members):
-            raise ValueError("groups need two or more channels each, each channel once")
-        if len(self.center) != len(members) or len(self.spread) != len(members):
-            raise ValueError(f"center and spread need one value per member ({len(members)})")
-        if not all(s > 0 for s in self.spread):
-            raise ValueError("spread values must be positive")
-        return self
 
-
-class VariabilityScorer(Scorer):
+class VariabilityScorer(TwinGroupScorer):
     kind: ClassVar[str] = "variability"
     spec_type = VariabilityScorerSpec
-    trouble = "sensor"
 
     def __init__(self, spec: ScorerSpec, manifest: ManifestView) -> None:
         super().__init__(spec, manifest)
         assert isinstance(spec, VariabilityScorerSpec)
-        index = [[manifest.channels.index(c) for c in g] for g in spec.groups]
-        self.members = np.array([i for g in index for i in g], dtype=np.intp)
-        self.matrix = twin_matrix(index, self.channels)
-        self.center, self.spread = np.array(spec.center), np.array(spec.spread)
         self.floor = spec.floor
 
-    @classmethod
-    def check(cls, spec: ScorerSpec, manifest: ManifestView) -> None:
-        assert isinstance(spec, VariabilityScorerSpec)
-        strange = [c for g in spec.groups for c in g if c not in manifest.channels]
-        if strange:
-            raise ValueError(f"scorer {spec.name!r}: {strange} are not channels")
-
-    def member_scores(self, windows: FloatArray) -> FloatArray:
-        """(B, members) each member's log-deviation difference, in its training spreads."""
+    def member_values(self, windows: FloatArray) -> FloatArray:
+        """Each member's log deviation over the window minus its twins' mean one."""
         log_sd = np.log(np.maximum(windows.std(axis=1), self.floor))
-        return np.asarray(np.abs(log_sd @ self.matrix - self.center) / self.spread)
-
-    def score(self, batch: ScoringBatch, state: dict[str, Stateful]) -> FloatArray:
-        z = self.member_scores(batch.windows)
-        per_channel = np.zeros((len(batch), self.channels))
-        per_channel[:, self.members] = z
-        batch.channel_scores[self.name] = per_channel
-        return np.asarray(np.nan_to_num(z, nan=0.0).max(axis=1))
+        return np.asarray(log_sd @ self.matrix)
