@@ -178,7 +178,7 @@ def test_fit_sign_key_signs_the_new_bundle(
     def fake_fit(_data: Path, target: Path, *_args: Any, **_kw: Any) -> Any:
         calls.append(target)
         shutil.copytree(agent_bundle, target)
-        return SimpleNamespace(out_dir=target, report=None)
+        return SimpleNamespace(out_dir=target, report=None, warnings=[])
 
     monkeypatch.setattr(export.fit, "fit_bundle", fake_fit)
     assert train_main(["fit", str(data), "--out", str(tmp_path / "never"),
