@@ -145,7 +145,8 @@ def test_requests_during_a_load_are_merged(bundles: dict[str, Path]) -> None:
     (b"[1]", "expected a JSON object"),
     (b"{}", "missing `action`"),
     (b'{"action": 3}', "missing `action`"),
-    (b'{"action": "explode"}', "unknown action 'explode' (known: reload, feedback, snooze, unsnooze)"),
+    (b'{"action": "explode"}',
+     "unknown action 'explode' (known: reload, feedback, snooze, unsnooze)"),
     (b'{"action": "reload", "pad": "' + b"x" * 2000 + b'"}', "the limit is 1024"),
 ])
 def test_bad_commands_say_why(payload: bytes, reason: str) -> None:

@@ -107,7 +107,8 @@ def test_sighup_and_cmd_reload_keep_scoring_and_refuse_a_tampered_bundle(
         errors = [wait_event(seen, "agent-rl", n) for n in (3, 4, 5)]
         assert [e["event"] for e in errors] == ["cmd_error"] * 3
         assert "not JSON" in errors[0]["reason"]
-        assert errors[1]["reason"] == "unknown action 'format-disk' (known: reload, feedback, snooze, unsnooze)"
+        assert errors[1]["reason"] == ("unknown action 'format-disk' "
+                                       "(known: reload, feedback, snooze, unsnooze)")
         assert errors[1]["id"] == 9
         event = wait_event(seen, "agent-rl", 6)
         assert event["event"] == "reloaded" and event["trigger"] == "cmd agent-rl id r-7"
