@@ -323,13 +323,27 @@ def test_run_exits_non_zero_when_a_source_keeps_failing(
     path = agent_toml(tmp_path / "agent.toml", broker, agent_bundle, client_id="agent-dead",
                       sources=STDIN_SOURCE.format(device="unused"))
     fake: dict[str, FakeSource] = {}
-    with caplog.at_level(logging.INFO):
+    # a handler on the `edge` logger itself: another test's logging.basicConfig(force=True)
+    # may replace the root's handlers (caplog's among them) while this one runs
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append  # type: ignore[method-assign]
+    edge_logger = logging.getLogger("edge")
+    level = edge_logger.level
+    edge_logger.addHandler(handler)
+    edge_logger.setLevel(logging.INFO)
+    try:
         thread, result, stop = run_with_fake(monkeypatch, path, fake, fail=10**6, lines=[])
-        thread.join(30)
+        thread.join(60)
         stop.set()
+    finally:
+        edge_logger.removeHandler(handler)
+        edge_logger.setLevel(level)
+    text = "\n".join(r.getMessage() for r in records)
     assert result == [EXIT_SOURCE_FAILED] and EXIT_SOURCE_FAILED != 0
     assert len(fake["source"].started) == supervisor_module.MAX_FAILURES  # then no restart
-    assert "giving up" in caplog.text and "stopping: source fake failed 5 times" in caplog.text
+    assert "giving up" in text, text
+    assert "stopping: source fake failed 5 times" in text, text
     assert agent_module.EXIT_SOURCE_FAILED == EXIT_SOURCE_FAILED
 
 
