@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, Union, get_args
 
 from pydantic import Field
 
@@ -19,25 +20,34 @@ from edge.scorers.base import Scorer
 from edge.scorers.spec import ScorerSpec
 
 _INFRASTRUCTURE = frozenset({"base", "registry", "spec", "steps"})
+T = TypeVar("T")
+
+
+def kinds_in(package_name: str, paths: Iterable[str], base: type[T],
+             infrastructure: frozenset[str]) -> list[type[T]]:
+    """The subclasses of `base` with a `kind` of their own defined in the modules of a
+    package (its infrastructure modules and `_private` ones left out), by module name."""
+    found: list[type[T]] = []
+    for info in sorted(pkgutil.iter_modules(paths), key=lambda i: i.name):
+        if info.name in infrastructure or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package_name}.{info.name}")
+        found += [value for value in vars(module).values()
+                  if isinstance(value, type) and issubclass(value, base) and value is not base
+                  and value.__module__ == module.__name__ and "kind" in vars(value)]
+    return found
 
 
 def _discover() -> dict[str, type[Scorer]]:
     found: dict[str, type[Scorer]] = {}
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        if info.name in _INFRASTRUCTURE or info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        for value in vars(module).values():
-            if (isinstance(value, type) and issubclass(value, Scorer) and value is not Scorer
-                    and value.__module__ == module.__name__ and "kind" in vars(value)):
-                kind = value.kind
-                literal = get_args(value.spec_type.model_fields["kind"].annotation)
-                if literal != (kind,):
-                    raise TypeError(f"{value.__qualname__}: kind {kind!r} but its spec's kind "
-                                    f"is Literal{list(literal)}")
-                if kind in found:
-                    raise TypeError(f"scorer kind {kind!r} registered twice")
-                found[kind] = value
+    for cls in kinds_in(package.__name__, package.__path__, Scorer, _INFRASTRUCTURE):
+        literal = get_args(cls.spec_type.model_fields["kind"].annotation)
+        if literal != (cls.kind,):
+            raise TypeError(f"{cls.__qualname__}: kind {cls.kind!r} but its spec's kind "
+                            f"is Literal{list(literal)}")
+        if cls.kind in found:
+            raise TypeError(f"scorer kind {cls.kind!r} registered twice")
+        found[cls.kind] = cls
     return found
 
 

@@ -4,8 +4,6 @@ the fit of the kinds a bundle adds (`--scorers`)."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +13,7 @@ from pydantic import TypeAdapter
 
 import export.scorers as package
 from edge.bundle import ScorerSpec, Threshold
-from edge.scorers.registry import SCORERS, AnyScorerSpec
+from edge.scorers.registry import SCORERS, AnyScorerSpec, kinds_in
 from export.config import FitConfig
 from export.errors import InputError
 from export.scorers.base import FloatArray, TrainerScorer, TrainingData
@@ -25,17 +23,11 @@ _INFRASTRUCTURE = frozenset({"base", "registry"})
 
 def _discover() -> dict[str, type[TrainerScorer]]:
     found: dict[str, type[TrainerScorer]] = {}
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        if info.name in _INFRASTRUCTURE or info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        for value in vars(module).values():
-            if (isinstance(value, type) and issubclass(value, TrainerScorer)
-                    and value is not TrainerScorer and value.__module__ == module.__name__):
-                if value.kind not in SCORERS:
-                    raise TypeError(f"{value.__qualname__}: no device scorer of kind "
-                                    f"{value.kind!r} in edge.scorers")
-                found[value.kind] = value
+    for cls in kinds_in(package.__name__, package.__path__, TrainerScorer, _INFRASTRUCTURE):
+        if cls.kind not in SCORERS:
+            raise TypeError(f"{cls.__qualname__}: no device scorer of kind {cls.kind!r} in "
+                            "edge.scorers")
+        found[cls.kind] = cls
     return found
 
 

@@ -37,22 +37,40 @@ def robust_center_spread(values: np.ndarray) -> tuple[list[float], list[float]]:
     return med.tolist(), np.maximum((q3 - q1) / ROBUST, MIN_SPREAD).tolist()
 
 
-class TwinTrainer(TrainerScorer):
-    kind = "twin"
+class TwinGroupTrainer(TrainerScorer):
+    """What the per-twin kinds share: the twin groups of the training rows, each member's
+    centre and spread of what `member_values` gives on the training windows, and the
+    threshold (`sensor_threshold`). No twins, no scorer."""
+
+    @classmethod
+    def member_values(cls, windows: FloatArray, matrix: FloatArray, members: list[int]
+                      ) -> tuple[FloatArray, dict[str, Any]]:
+        """(B, members) what each member is judged on, and the kind's other spec fields."""
+        raise NotImplementedError
 
     @classmethod
     def fit(cls, data: TrainingData, options: dict[str, Any]) -> list[dict[str, Any]]:
         groups = twin_groups(data.channels, data.rows)
         if not groups or data.windows is None:
             return []
-        rows = data.windows.shape[1]
-        residual = data.windows.mean(axis=1) @ twin_matrix(groups, len(data.channels))
-        center, spread = robust_center_spread(residual)
+        values, fields = cls.member_values(data.windows, twin_matrix(groups, len(data.channels)),
+                                           [i for g in groups for i in g])
+        center, spread = robust_center_spread(values)
         names = [[data.channels[i] for i in g] for g in groups]
-        return [{"name": "twin", "kind": "twin", "groups": names, "center": center,
-                 "spread": spread, "rows": rows}]
+        return [{"name": cls.kind, "kind": cls.kind, "groups": names, "center": center,
+                 "spread": spread, **fields}]
 
     @classmethod
     def threshold(cls, name: str, heldout: FloatArray, data: TrainingData,
                   options: dict[str, Any]) -> Threshold:
         return sensor_threshold(heldout, data)
+
+
+class TwinTrainer(TwinGroupTrainer):
+    kind = "twin"
+
+    @classmethod
+    def member_values(cls, windows: FloatArray, matrix: FloatArray, members: list[int]
+                      ) -> tuple[FloatArray, dict[str, Any]]:
+        """Each member's residual against its twins' mean, over the whole window."""
+        return windows.mean(axis=1) @ matrix, {"rows": windows.shape[1]}

@@ -8,33 +8,19 @@ from typing import Any
 
 import numpy as np
 
-from edge.bundle import Threshold
-from edge.scorers.twin import twin_matrix
-from export.scorers.base import FloatArray, TrainerScorer, TrainingData
-from export.scorers.twin import robust_center_spread, sensor_threshold
-from export.twins import twin_groups
+from export.scorers.base import FloatArray
+from export.scorers.twin import TwinGroupTrainer
 
 FLOOR_SHARE = 0.01  # of the members' median window standard deviation
 
 
-class VariabilityTrainer(TrainerScorer):
+class VariabilityTrainer(TwinGroupTrainer):
     kind = "variability"
 
     @classmethod
-    def fit(cls, data: TrainingData, options: dict[str, Any]) -> list[dict[str, Any]]:
-        groups = twin_groups(data.channels, data.rows)
-        if not groups or data.windows is None:
-            return []
-        members = [i for g in groups for i in g]
-        sd = data.windows.std(axis=1)
+    def member_values(cls, windows: FloatArray, matrix: FloatArray, members: list[int]
+                      ) -> tuple[FloatArray, dict[str, Any]]:
+        """Each member's log deviation minus its twins' mean one, over each window."""
+        sd = windows.std(axis=1)
         floor = max(float(np.median(sd[:, members])) * FLOOR_SHARE, 1e-9)
-        diff = np.log(np.maximum(sd, floor)) @ twin_matrix(groups, len(data.channels))
-        center, spread = robust_center_spread(diff)
-        names = [[data.channels[i] for i in g] for g in groups]
-        return [{"name": "variability", "kind": "variability", "groups": names,
-                 "center": center, "spread": spread, "floor": floor}]
-
-    @classmethod
-    def threshold(cls, name: str, heldout: FloatArray, data: TrainingData,
-                  options: dict[str, Any]) -> Threshold:
-        return sensor_threshold(heldout, data)
+        return np.log(np.maximum(sd, floor)) @ matrix, {"floor": floor}
