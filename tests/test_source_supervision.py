@@ -36,6 +36,7 @@ from edge.sources.stdin import StdinSource
 from edge.sources.supervisor import EXIT_SOURCE_FAILED, Supervisor
 from tests.agent_io import PREFIX, AgentProcess, Collector, agent_toml, live_lines
 from tests.mosquitto import Broker
+from tests.test_agent_sources import drain
 
 STDIN_SOURCE = '[[sources]]\ntype = "stdin"\ndevice = "{device}"\n'
 
@@ -47,15 +48,6 @@ def wait_for(predicate: Any, timeout: float) -> bool:
             return True
         time.sleep(0.02)
     return False
-
-
-def drain(items: queue.Queue[Item], n: int, timeout: float = 5.0) -> list[Item]:
-    out: list[Item] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n and time.monotonic() < deadline:
-        with contextlib.suppress(queue.Empty):
-            out.append(items.get(timeout=0.1))
-    return out
 
 
 # -- the supervisor on its own --------------------------------------------------------------
