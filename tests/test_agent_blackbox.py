@@ -69,7 +69,10 @@ def test_fault_over_mqtt_start_end_status_and_lwt(
         assert start["bundle"]["name"] == "agent-fixture" and len(start["bundle"]["sha256"]) == 64
         assert start["agent_version"] == "0.1.0"
         assert seen.payloads(f"{PREFIX}/pod-1/status") == ["online"]
-        seen.wait(lambda: bool(seen.on(f"{PREFIX}/pod-1/metrics")), 5, "pod-1 metrics")
+        # metrics are periodic: wait for one taken after the last reading was handled
+        seen.wait(lambda: any(m.json()["readings"] >= 100
+                              for m in seen.on(f"{PREFIX}/pod-1/metrics")), 10,
+                  "pod-1 metrics after every reading")
         metrics = seen.on(f"{PREFIX}/pod-1/metrics")[-1].json()
         assert metrics["readings"] >= 100 and metrics["windows_scored"] > 50
         assert metrics["alerts"] == 1 and metrics["outbox_depth"] == 0
