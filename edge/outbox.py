@@ -77,6 +77,9 @@ class OpenAlert:
     payload: bytes
 
 
+_LOCK_WAIT_S = 15.0
+
+
 class Outbox:
     """Thread-safe: the main loop writes, the MQTT network thread acknowledges."""
 
@@ -91,7 +94,9 @@ class Outbox:
     def open(self) -> Outbox:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # another process may hold the file briefly (a restart overlapping a stop): wait
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                 timeout=_LOCK_WAIT_S)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # alerts are rare: one fsync each is fine
             db.executescript(_SCHEMA)

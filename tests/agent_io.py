@@ -121,7 +121,7 @@ reconnect_max_delay_s = 1
 {sources}
 
 [outbox]
-path = "{path.parent / 'outbox.sqlite3'}"
+path = "{path.parent / f'{path.stem}-outbox.sqlite3'}"
 
 [metrics]
 interval_s = 1
