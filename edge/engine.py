@@ -27,6 +27,7 @@ from edge.score_state import ScoreState, scorers_of
 from edge.scorers.base import Lazy, ScoringBatch
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 log = logging.getLogger(__name__)
 
 
@@ -139,18 +140,20 @@ class ScoringEngine:
         return np.asarray(excess / self._iqr_width)
 
     def score_windows(self, windows: FloatArray, state: ScoreState | None = None,
-                      timestamps: FloatArray | None = None) -> Scores:
+                      timestamps: FloatArray | None = None,
+                      missing: BoolArray | None = None) -> Scores:
         """Score windows of shape (B, window, C) holding scaled, filled, unclipped rows.
 
         `state` is the device's (`new_state()`), the windows being its next ones in order;
         without it, a bundle with stateful scorers treats the batch as a whole stream.
         `timestamps` (B,) are the epoch seconds of each window's newest row (unknown: NaN,
-        and a scorer that needs the time of day leaves those windows unscored)."""
+        and a scorer that needs the time of day leaves those windows unscored). `missing`
+        (B, window, C) marks the values that were forward-filled, not read."""
         state = state if state is not None else self.new_state()
         shared = _Shared(self, windows)
         times = (np.asarray(timestamps, dtype=np.float64) if timestamps is not None
                  else np.full(windows.shape[0], np.nan))
-        batch = ScoringBatch(windows, times, shared)
+        batch = ScoringBatch(windows, times, shared, missing)
         raw, stepped = state.score(batch)
         normalized = {name: stepped[name] / self._thresholds[name] for name in raw}
         ensemble = combine(self.manifest.ensemble, normalized)

@@ -150,7 +150,8 @@ class DevicePipeline:
         n = len(ts)
         batch = self.window.push_rows(ts, raw)
         self._count(ts, batch.status, batch.restarted, batch.filled)
-        scores = (self.engine.score_windows(batch.windows, self.state, ts[batch.window_rows])
+        scores = (self.engine.score_windows(batch.windows, self.state, ts[batch.window_rows],
+                                            batch.missing)
                   if len(batch.window_rows) else None)
         self.stats.windows_scored += len(batch.window_rows)
         window_of = np.full(n, -1, dtype=np.intp)

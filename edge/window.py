@@ -37,6 +37,7 @@ from edge.readings import Reading
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
+BoolArray = npt.NDArray[np.bool_]
 
 WINDOW = "window"
 WARMING_UP = "warming_up"
@@ -73,6 +74,7 @@ class WindowBatch:
     raw: FloatArray  # (n, C) filled raw rows in sensor units (NaN for dropped rows)
     window_rows: IntArray  # (k,) row index of each window
     windows: FloatArray  # (k, length, C) scaled, unclipped
+    missing: BoolArray  # (k, length, C) the window's values that were filled, not read
 
     def __len__(self) -> int:
         return len(self.status)
@@ -91,6 +93,7 @@ class DeviceWindow:
         self.max_gap_s = manifest.preprocess.max_gap_s
         self.fill = ForwardFill(manifest.preprocess)
         self._ring = np.zeros((2 * self.length, self.channels))
+        self._missing = np.zeros((2 * self.length, self.channels), dtype=bool)
         self._head = 0  # next slot to write
         self.count = 0  # rows since the last restart
         self.last_ts: float | None = None
@@ -136,14 +139,17 @@ class DeviceWindow:
         if len(keep) == 0:
             no_windows = np.zeros((0, self.length, self.channels))
             return WindowBatch(status, restarted, filled, filled_raw,
-                               np.zeros(0, dtype=np.intp), no_windows)
+                               np.zeros(0, dtype=np.intp), no_windows, no_windows.astype(bool))
         rows = raw[keep]
-        filled[keep] = (~np.isfinite(rows)).sum(axis=1)
+        missing = ~np.isfinite(rows)
+        filled[keep] = missing.sum(axis=1)
         rows = self._forward_fill(rows)
         filled_raw[keep] = rows
         scaled = scale_rows(rows, self.manifest.preprocess)
-        window_rows, windows = self._windows(keep, restarted[keep], scaled, status)
-        return WindowBatch(status, restarted, filled, filled_raw, window_rows, windows)
+        window_rows, windows, window_missing = self._windows(
+            keep, restarted[keep], scaled, missing, status)
+        return WindowBatch(status, restarted, filled, filled_raw, window_rows, windows,
+                           window_missing)
 
     def _forward_fill(self, rows: FloatArray) -> FloatArray:
         """ForwardFill over a block at once (same result as calling it row by row)."""
@@ -154,22 +160,25 @@ class DeviceWindow:
 
     def _windows(
         self, keep: IntArray, restarts: npt.NDArray[np.bool_], scaled: FloatArray,
-        status: list[str],
-    ) -> tuple[IntArray, FloatArray]:
+        missing: BoolArray, status: list[str],
+    ) -> tuple[IntArray, FloatArray, BoolArray]:
         """Feed accepted rows segment by segment (a restart opens a segment)."""
         n_len = self.length
         bounds = [0, *np.flatnonzero(restarts).tolist(), len(keep)]
         row_parts: list[IntArray] = []
         window_parts: list[FloatArray] = []
+        missing_parts: list[BoolArray] = []
         for lo, hi in itertools.pairwise(bounds):
             if hi <= lo:
                 continue
             if restarts[lo]:
                 self.restart()
-            segment = scaled[lo:hi]
+            segment, segment_missing = scaled[lo:hi], missing[lo:hi]
             history = min(self.count, n_len - 1)
-            tail = self._ring[self._head + n_len - history : self._head + n_len]
-            stacked = np.vstack([tail, segment]) if history else segment
+            held = slice(self._head + n_len - history, self._head + n_len)
+            stacked = np.vstack([self._ring[held], segment]) if history else segment
+            stacked_missing = (np.vstack([self._missing[held], segment_missing]) if history
+                               else segment_missing)
             # position p in `segment` ends a full window when count + p + 1 >= length
             counts = self.count + np.arange(1, hi - lo + 1)
             full = counts >= n_len
@@ -183,20 +192,28 @@ class DeviceWindow:
                 ends = picks + history
                 window_parts.append(np.ascontiguousarray(
                     view[ends - n_len + 1].transpose(0, 2, 1)))
+                missing_view = np.lib.stride_tricks.sliding_window_view(
+                    stacked_missing, n_len, axis=0)
+                missing_parts.append(np.ascontiguousarray(
+                    missing_view[ends - n_len + 1].transpose(0, 2, 1)))
                 row_parts.append(keep[lo + picks])
                 for p in picks.tolist():
                     status[keep[lo + p]] = WINDOW
-            self._write(segment)
+            self._write(segment, segment_missing)
             self.count += hi - lo
         if not row_parts:
-            return np.zeros(0, dtype=np.intp), np.zeros((0, n_len, self.channels))
-        return np.concatenate(row_parts), np.concatenate(window_parts)
+            none = np.zeros((0, n_len, self.channels))
+            return np.zeros(0, dtype=np.intp), none, none.astype(bool)
+        return (np.concatenate(row_parts), np.concatenate(window_parts),
+                np.concatenate(missing_parts))
 
-    def _write(self, segment: FloatArray) -> None:
-        rows = segment[-self.length :]
+    def _write(self, segment: FloatArray, missing: BoolArray) -> None:
+        rows, flags = segment[-self.length :], missing[-self.length :]
         slots = (self._head + np.arange(len(rows))) % self.length
         self._ring[slots] = rows
         self._ring[slots + self.length] = rows
+        self._missing[slots] = flags
+        self._missing[slots + self.length] = flags
         self._head = int((self._head + len(rows)) % self.length)
 
     def last_rows(self) -> FloatArray:

@@ -38,6 +38,7 @@ from export.prepare import (
     Prepared,
     prepare,
     window_ends,
+    windows_at,
 )
 from export.recipes import default_lags, long_shape_blocks
 from export.scorers.base import TrainingData
@@ -321,9 +322,10 @@ def _fit_added(build: _Build) -> None:
     if not build.config.scorers:  # resolved by the recipe: () when none
         return
     p = build.prep
-    build.training_data = training_data(p.data.channels, p.scaled, p.data.timestamps,
-                                        p.fit_rows, build.config,
-                                        p.windows(p.fit_ends, build.config.window))
+    build.training_data = training_data(
+        p.data.channels, p.scaled, p.data.timestamps, p.fit_rows, build.config,
+        p.windows(p.fit_ends, build.config.window),
+        windows_at(p.missing, p.fit_ends, build.config.window))
     build.added = fit_added(build.training_data)
     names = ", ".join(f"{a.name} ({a.trainer.kind})" for a in build.added)
     build.say(f"      added scorers: {names}")
@@ -374,8 +376,10 @@ def _calibrate(build: _Build, all_ends: np.ndarray) -> tuple[dict[str, Threshold
     provisional = {s: Threshold(value=1.0, method="provisional") for s in names}
     build.write_manifest(provisional, {})
     engine = ScoringEngine(load_bundle(build.folder))
-    heldout = score_file(engine, prep.scaled, prep.calib_ends, timestamps=prep.data.timestamps)
-    every = score_file(engine, prep.scaled, all_ends, timestamps=prep.data.timestamps)
+    heldout = score_file(engine, prep.scaled, prep.calib_ends, timestamps=prep.data.timestamps,
+                         missing=prep.missing)
+    every = score_file(engine, prep.scaled, all_ends, timestamps=prep.data.timestamps,
+                         missing=prep.missing)
     window = prep.windows(prep.calib_ends[:1], config.window)
     build.training["latency_ms_per_window"] = verify.latency(engine, window)
     thresholds = _thresholds(build, heldout)
@@ -553,14 +557,16 @@ def _build(build: _Build, csv_path: Path, lines: list[str]) -> tuple[Manifest, d
         f"{parity['int8_float_corr']:.4f}, agreement "
         f"{parity['int8_float_agreement']:.1%}{on_all}"
     )
-    every = score_file(engine, prep.scaled, all_ends, timestamps=prep.data.timestamps)
+    every = score_file(engine, prep.scaled, all_ends, timestamps=prep.data.timestamps,
+                         missing=prep.missing)
     metrics = _evaluate(build, engine, every)
     build.timed("verify_and_evaluate", started)
     if config.report:
         from export.report import ReportData, write_report
 
         started = time.perf_counter()
-        heldout = score_file(engine, prep.scaled, prep.calib_ends, timestamps=prep.data.timestamps)
+        heldout = score_file(engine, prep.scaled, prep.calib_ends, timestamps=prep.data.timestamps,
+                         missing=prep.missing)
         write_report(
             build.folder / REPORT_DIR,
             ReportData(

@@ -77,6 +77,11 @@ class Prepared:
     flat: tuple[str, ...] = ()  # channels constant in the training rows, in manifest order
 
     @property
+    def missing(self) -> BoolArray:
+        """(n, C) the values the file did not hold (forward-filled in `scaled`)."""
+        return ~np.isfinite(self.data.raw)
+
+    @property
     def flat_mask(self) -> BoolArray:
         return np.array([c in self.flat for c in self.data.channels], dtype=bool)
 

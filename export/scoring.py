@@ -36,11 +36,12 @@ class WindowScores:
 
 def score_file(
     engine: ScoringEngine, scaled: FloatArray, ends: IntArray, batch: int = 1024,
-    timestamps: FloatArray | None = None,
+    timestamps: FloatArray | None = None, missing: BoolArray | None = None,
 ) -> WindowScores:
     """Run the engine over the windows of `scaled` (rows already filled and scaled), as one
     device would in that order (one likelihood state across the batches). `timestamps` (one
-    per row of `scaled`, epoch seconds) reach the scorers that need the time of day."""
+    per row of `scaled`, epoch seconds) reach the scorers that need the time of day;
+    `missing` (n, C) marks the values that were filled, not read, as the device marks them."""
     length = engine.manifest.window.length
     state = engine.new_state()
     parts = []
@@ -48,7 +49,8 @@ def score_file(
         picked = ends[start : start + batch]
         windows = windows_at(scaled, picked, length)
         times = timestamps[picked] if timestamps is not None else None
-        parts.append(engine.score_windows(windows, state, times))
+        gaps = windows_at(missing, picked, length) if missing is not None else None
+        parts.append(engine.score_windows(windows, state, times, gaps))
     names = [s.name for s in engine.manifest.scorers]
 
     def cat(values: list[FloatArray], width: int | None = None) -> FloatArray:

@@ -198,7 +198,8 @@ def check_twin(build: Any, every: Any, thresholds: dict[str, Any], parity: dict[
     for name in ("max_rel_diff", "vs_onnx_max_rel_diff"):
         figures[name] = max(figures["heldout"][name], figures["all_rows"][name])
     engine = ScoringEngine(load_bundle(build.folder), distance_runtime="tflite")
-    twin = score_file(engine, prep.scaled, every.ends, timestamps=prep.data.timestamps)
+    twin = score_file(engine, prep.scaled, every.ends, timestamps=prep.data.timestamps,
+                         missing=prep.missing)
     value = {name: t.value for name, t in thresholds.items()}
     changed: dict[str, int] = {}
     ensembles = []

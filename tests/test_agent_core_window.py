@@ -133,3 +133,33 @@ def test_batch_equals_one_by_one(manifest: Manifest, steps: list[tuple[float, li
         np.testing.assert_allclose(got, want)
     np.testing.assert_allclose(batched.last_rows(), single.last_rows())
     assert batched.count == single.count
+    by_row = DeviceWindow(manifest, stride)
+    masks = [by_row.push_rows(np.array([r.ts]), np.array(
+        [[np.nan if v is None else v for v in r.values.values()]])).missing for r in readings]
+    one_mask = np.concatenate(masks) if masks else np.zeros((0, W, N), dtype=bool)
+    batched_masks = []
+    again = DeviceWindow(manifest, stride)
+    for lo in range(0, len(readings), block):
+        part = readings[lo:lo + block]
+        raw = np.array([[np.nan if v is None else v for v in r.values.values()] for r in part])
+        batched_masks.append(again.push_rows(np.array([r.ts for r in part]),
+                                             raw.reshape(len(part), N)).missing)
+    got_mask = (np.concatenate(batched_masks) if batched_masks
+                else np.zeros((0, W, N), dtype=bool))
+    assert np.array_equal(got_mask, one_mask.reshape(-1, W, N))
+
+
+def test_the_mask_marks_each_filled_value_in_every_window_that_holds_it(
+        manifest: Manifest) -> None:
+    """A value the sensor did not send is forward-filled and marked where it sits."""
+    window = DeviceWindow(manifest)
+    raw = np.array([[float(t), float(t), float(t)] for t in range(W + 3)])
+    raw[W, 1] = np.nan  # row W: channel 1 missing
+    out = window.push_rows(np.arange(len(raw), dtype=float), raw)
+    assert out.windows.shape == out.missing.shape == (4, W, N)
+    for k, end in enumerate(out.window_rows.tolist()):
+        rows = np.arange(end - W + 1, end + 1)
+        expected = np.zeros((W, N), dtype=bool)
+        expected[rows == W, 1] = True
+        assert np.array_equal(out.missing[k], expected), (k, end)
+    assert out.filled[W] == 1 and out.filled.sum() == 1

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from edge.scorers.spec import IqrSpec, RangeSpec, ScorerSpec
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 class Stateful(Protocol):
@@ -101,9 +102,19 @@ class ScoringBatch:
     windows: FloatArray
     timestamps: FloatArray
     shared: SharedInputs
+    # (B, length, C) True where the device forward-filled a value the sensor did not send;
+    # None when nothing is known (every value counts as read)
+    missing: BoolArray | None = None
     # per-channel scorers leave their (B, C) channel scores here, in their raw units: the
     # alert's attribution follows them when such a scorer drives the ensemble
     channel_scores: dict[str, FloatArray] = field(default_factory=dict)
+
+    def readings(self) -> FloatArray:
+        """`windows` with NaN where a value was filled rather than read: what a scorer that
+        judges a sensor by its own readings (a filled run looks stuck) should use."""
+        if self.missing is None or not self.missing.any():
+            return self.windows
+        return np.where(self.missing, np.nan, self.windows)
 
     @property
     def newest(self) -> FloatArray:

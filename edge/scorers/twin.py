@@ -6,6 +6,12 @@ centre, in its training spread, is the member's score, and the largest over memb
 scorer's. Weather and pollution move twins together and cancel out; a sensor that drifts,
 sticks, scales or leaves its twins does not. Per channel, so the alert names the sensor
 (`channel_scores`). Stateless.
+
+Only values the sensors sent count: a value the device forward-filled (a dropout) is left
+out, a member's residual is averaged over the rows where it and its twins were all read, and
+a member with fewer than half such rows is not judged in that window, so a silent sensor's
+held value is not taken for a fault; silence is reported by the agent's `channel_silent`
+event instead.
 """
 
 from __future__ import annotations
@@ -44,6 +50,58 @@ class TwinScorerSpec(TwinGroupsSpec):
     rows: int = Field(ge=1, description="the window's last rows averaged into the residual")
 
 
+def min_read_rows(length: int) -> int:
+    """A window judges a sensor on its read rows when at least half of it (and 2 rows) is."""
+    return max(2, (length + 1) // 2)
+
+
+def read_mean(readings: FloatArray, min_rows: int = 1) -> FloatArray:
+    """(B, rows, C) -> (B, C) the mean of each channel's read rows (NaN: fewer than
+    `min_rows` read)."""
+    known = np.isfinite(readings)
+    if known.all():
+        return np.asarray(readings.mean(axis=1))
+    count = known.sum(axis=1)
+    total = np.where(known, readings, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(np.where(count >= min_rows, total / count, np.nan))
+
+
+def residual_mean(readings: FloatArray, matrix: FloatArray) -> FloatArray:
+    """(B, rows, C) -> (B, members): each member's residual against its twins averaged over
+    the rows where all of them were read (NaN: fewer than half the rows)."""
+    if np.isfinite(readings).all():
+        return np.asarray(readings.mean(axis=1) @ matrix)
+    b, rows, c = readings.shape
+    per_row = combine_members(readings.reshape(b * rows, c), matrix)
+    return read_mean(per_row.reshape(b, rows, -1), min_read_rows(rows))
+
+
+def read_sd(readings: FloatArray, min_rows: int) -> FloatArray:
+    """(B, rows, C) -> (B, C) the standard deviation of each channel's read rows (NaN: fewer
+    than `min_rows` read)."""
+    known = np.isfinite(readings)
+    if known.all():
+        return np.asarray(readings.std(axis=1))
+    count = known.sum(axis=1)
+    mean = read_mean(readings)
+    deviation = np.where(known, readings - mean[:, None, :], 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = np.sqrt((deviation**2).sum(axis=1) / count)
+    return np.asarray(np.where(count >= min_rows, sd, np.nan))
+
+
+def combine_members(values: FloatArray, matrix: FloatArray) -> FloatArray:
+    """(B, C) per-channel values -> (B, members) `values @ matrix`, NaN for a member that
+    uses an unknown (NaN) channel; unknown channels outside its group do not matter."""
+    known = np.isfinite(values)
+    if known.all():
+        return np.asarray(values @ matrix)
+    out = np.where(known, values, 0.0) @ matrix
+    unknown = (~known).astype(np.float64) @ (matrix != 0).astype(np.float64)
+    return np.asarray(np.where(unknown > 0, np.nan, out))
+
+
 def twin_matrix(groups: list[list[int]], channels: int) -> FloatArray:
     """(channels, members): (rows @ R)[:, k] = member k minus the mean of its twins."""
     columns = []
@@ -77,12 +135,13 @@ class TwinGroupScorer(Scorer):
         if strange:
             raise ValueError(f"scorer {spec.name!r}: {strange} are not channels")
 
-    def member_values(self, windows: FloatArray) -> FloatArray:
-        """(B, members) what each member is judged on, before its centre and spread."""
+    def member_values(self, readings: FloatArray) -> FloatArray:
+        """(B, members) what each member is judged on, before its centre and spread, from
+        the windows' read values (NaN where filled); NaN where a member cannot be judged."""
         raise NotImplementedError
 
     def score(self, batch: ScoringBatch, state: dict[str, Stateful]) -> FloatArray:
-        z = np.abs(self.member_values(batch.windows) - self.center) / self.spread
+        z = np.abs(self.member_values(batch.readings()) - self.center) / self.spread
         per_channel = np.zeros((len(batch), self.channels))
         per_channel[:, self.members] = z
         batch.channel_scores[self.name] = per_channel
@@ -105,6 +164,6 @@ class TwinScorer(TwinGroupScorer):
         if spec.rows > manifest.window.length:
             raise ValueError(f"scorer {spec.name!r}: rows {spec.rows} exceeds the window")
 
-    def member_values(self, windows: FloatArray) -> FloatArray:
+    def member_values(self, readings: FloatArray) -> FloatArray:
         """Each member's residual against its twins' mean, over the window's last rows."""
-        return np.asarray(windows[:, -self.rows:, :].mean(axis=1) @ self.matrix)
+        return residual_mean(readings[:, -self.rows:, :], self.matrix)

@@ -5,7 +5,9 @@ of its twins' log deviations; that difference's distance from its training centr
 training spread, is the member's score, the largest over members the scorer's. A stuck sensor
 (its variance collapses while its twins move) and a noisy one (its variance explodes) stand
 out; a windy hour that makes every twin noisier does not. `floor` (scaled units, from the
-training rows) keeps a perfectly flat window finite. Per channel; stateless.
+training rows) keeps a perfectly flat window finite. Per channel; stateless. Forward-filled
+values are left out (a dropout's held value is flat, not stuck): a member is judged on its
+read rows when at least half the window was read (`edge.scorers.twin`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from pydantic import Field
 
 from edge.scorers.base import FloatArray, ManifestView
 from edge.scorers.spec import ScorerSpec
-from edge.scorers.twin import TwinGroupScorer, TwinGroupsSpec
+from edge.scorers.twin import (
+    TwinGroupScorer,
+    TwinGroupsSpec,
+    combine_members,
+    min_read_rows,
+    read_sd,
+)
 
 
 class VariabilityScorerSpec(TwinGroupsSpec):
@@ -34,7 +42,7 @@ class VariabilityScorer(TwinGroupScorer):
         assert isinstance(spec, VariabilityScorerSpec)
         self.floor = spec.floor
 
-    def member_values(self, windows: FloatArray) -> FloatArray:
+    def member_values(self, readings: FloatArray) -> FloatArray:
         """Each member's log deviation over the window minus its twins' mean one."""
-        log_sd = np.log(np.maximum(windows.std(axis=1), self.floor))
-        return np.asarray(log_sd @ self.matrix)
+        sd = read_sd(readings, min_read_rows(readings.shape[1]))
+        return combine_members(np.log(np.maximum(sd, self.floor)), self.matrix)

@@ -41,6 +41,14 @@ class TrainingData:
     timestamps: FloatArray  # (n,) epoch seconds
     config: FitConfig
     windows: FloatArray | None = None  # (B, window, C) the training windows, when needed
+    missing: npt.NDArray[np.bool_] | None = None  # (B, window, C) filled, not read
+
+    def readings(self) -> FloatArray | None:
+        """The training windows with NaN where a value was filled rather than read (as
+        `edge.scorers.base.ScoringBatch.readings` on the device)."""
+        if self.windows is None or self.missing is None or not self.missing.any():
+            return self.windows
+        return np.where(self.missing, np.nan, self.windows)
 
 
 class TrainerScorer:

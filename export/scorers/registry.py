@@ -78,8 +78,10 @@ class Added:
 
 def training_data(channels: list[str], scaled: FloatArray, timestamps: FloatArray,
                   fit_rows: npt.NDArray[np.bool_], config: FitConfig,
-                  windows: FloatArray | None = None) -> TrainingData:
-    return TrainingData(list(channels), scaled[fit_rows], timestamps[fit_rows], config, windows)
+                  windows: FloatArray | None = None,
+                  missing: npt.NDArray[np.bool_] | None = None) -> TrainingData:
+    return TrainingData(list(channels), scaled[fit_rows], timestamps[fit_rows], config, windows,
+                        missing)
 
 
 def fit_added(data: TrainingData) -> list[Added]:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edge.bundle import Threshold
-from edge.scorers.twin import twin_matrix
+from edge.scorers.twin import residual_mean, twin_matrix
 from export import calibrate
 from export.scorers.base import FloatArray, TrainerScorer, TrainingData
 from export.twins import twin_groups
@@ -32,8 +32,11 @@ def sensor_threshold(heldout: FloatArray, data: TrainingData) -> Threshold:
 
 
 def robust_center_spread(values: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per column: median and IQR / 1.349 (at least MIN_SPREAD)."""
-    q1, med, q3 = np.percentile(values, [25, 50, 75], axis=0)
+    """Per column, over its known (not NaN) values: median and IQR / 1.349 (at least
+    MIN_SPREAD; a member never judged in training gets 0 and MIN_SPREAD)."""
+    known = np.isfinite(values)
+    filled = np.where(known.any(axis=0), values, 0.0) if not known.all() else values
+    q1, med, q3 = np.nanpercentile(filled, [25, 50, 75], axis=0)
     return med.tolist(), np.maximum((q3 - q1) / ROBUST, MIN_SPREAD).tolist()
 
 
@@ -43,17 +46,19 @@ class TwinGroupTrainer(TrainerScorer):
     threshold (`sensor_threshold`). No twins, no scorer."""
 
     @classmethod
-    def member_values(cls, windows: FloatArray, matrix: FloatArray, members: list[int]
+    def member_values(cls, readings: FloatArray, matrix: FloatArray, members: list[int]
                       ) -> tuple[FloatArray, dict[str, Any]]:
-        """(B, members) what each member is judged on, and the kind's other spec fields."""
+        """(B, members) what each member is judged on (NaN: not judged), and the kind's
+        other spec fields, from the training windows' read values (NaN where filled)."""
         raise NotImplementedError
 
     @classmethod
     def fit(cls, data: TrainingData, options: dict[str, Any]) -> list[dict[str, Any]]:
         groups = twin_groups(data.channels, data.rows)
-        if not groups or data.windows is None:
+        readings = data.readings()
+        if not groups or readings is None:
             return []
-        values, fields = cls.member_values(data.windows, twin_matrix(groups, len(data.channels)),
+        values, fields = cls.member_values(readings, twin_matrix(groups, len(data.channels)),
                                            [i for g in groups for i in g])
         center, spread = robust_center_spread(values)
         names = [[data.channels[i] for i in g] for g in groups]
@@ -70,7 +75,7 @@ class TwinTrainer(TwinGroupTrainer):
     kind = "twin"
 
     @classmethod
-    def member_values(cls, windows: FloatArray, matrix: FloatArray, members: list[int]
+    def member_values(cls, readings: FloatArray, matrix: FloatArray, members: list[int]
                       ) -> tuple[FloatArray, dict[str, Any]]:
         """Each member's residual against its twins' mean, over the whole window."""
-        return windows.mean(axis=1) @ matrix, {"rows": windows.shape[1]}
+        return residual_mean(readings, matrix), {"rows": readings.shape[1]}

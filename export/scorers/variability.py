@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.scorers.twin import combine_members, min_read_rows, read_sd
 from export.scorers.base import FloatArray
 from export.scorers.twin import TwinGroupTrainer
 
@@ -18,9 +19,10 @@ class VariabilityTrainer(TwinGroupTrainer):
     kind = "variability"
 
     @classmethod
-    def member_values(cls, windows: FloatArray, matrix: FloatArray, members: list[int]
+    def member_values(cls, readings: FloatArray, matrix: FloatArray, members: list[int]
                       ) -> tuple[FloatArray, dict[str, Any]]:
         """Each member's log deviation minus its twins' mean one, over each window."""
-        sd = windows.std(axis=1)
-        floor = max(float(np.median(sd[:, members])) * FLOOR_SHARE, 1e-9)
-        return np.log(np.maximum(sd, floor)) @ matrix, {"floor": floor}
+        sd = read_sd(readings, min_read_rows(readings.shape[1]))
+        known = sd[:, members][np.isfinite(sd[:, members])]
+        floor = max(float(np.median(known)) * FLOOR_SHARE if known.size else 0.0, 1e-9)
+        return combine_members(np.log(np.maximum(sd, floor)), matrix), {"floor": floor}
