@@ -6,12 +6,12 @@ published (`gate`) to one `ClosedLoop`, and the commands `feedback`, `snooze` an
 loop (`tick`), where the scoring state lives:
 
 - **feedback** `normal` teaches the device's memories the alert's windows (`edge.feedback`,
-  `LagMemory.teach`): the same pattern is then as near as it was to itself, so it no longer
-  alerts on this device; the scoring state is saved at once (and so survives a restart).
-  `anomaly` confirms. Both are recorded in the capture file before the reply (`feedback`
-  event on the agent's event topic; `cmd_error` with the reason, and nothing recorded, for an
-  unknown alert, an alert of another device, or `normal` for an alert whose windows are no
-  longer kept).
+  `LagMemory.teach`, `TaughtMemory.teach`): the same pattern is then as near as it was to
+  itself, so it no longer alerts on this device; the scoring state is saved at once (and
+  so survives a restart). `anomaly` confirms. Both are recorded in the capture file before
+  the reply (`feedback` event on the agent's event topic; `cmd_error` with the reason, and
+  nothing recorded, for an unknown alert, an alert of another device, or `normal` for an
+  alert whose windows are no longer kept).
 - **snooze** a device for `for_s` seconds: it is still scored and its alerts recorded in the
   capture file, but they are not published (MQTT, Home Assistant, stdout). An alert open when
   the snooze starts ends with `reason: "snoozed"`; an alert that started during the snooze
@@ -198,8 +198,9 @@ class ClosedLoop:
             vectors = recording.arrays()
             if not memories(pipeline.state):
                 fields["learned"] = False
-                fields["why"] = ("the bundle has no memory to teach (its distance and long-shape "
-                                 "scorers have none): recorded for the capture export; "
+                fields["why"] = ("the bundle has no memory to teach (no taught memory on its "
+                                 "window-features distance, no lag memory on its distance and "
+                                 "long-shape scorers): recorded for the capture export; "
                                  "retrain to learn it")
             elif not vectors or not fits(vectors, pipeline.state):
                 raise CommandError(

@@ -2,9 +2,11 @@
 each of its memories was given for the alert's windows, kept for a while after the alert.
 
 A device's memories (`edge.memory.LagMemory`: the `memory.<scorer>` parts of its scoring
-state and the memory inside each `long_shape.<scorer>` part) roll their vectors out after
-`size` windows. Teaching an alert as normal (`LagMemory.teach`) needs the vectors of its
-windows, possibly hours after it ended, so the agent copies them as the alert goes:
+state and the memory inside each `long_shape.<scorer>` part; `edge.memory.TaughtMemory`: the
+`taught.<scorer>` part of a window-features distance, which holds only its last windows) let
+their vectors go after `size` (or RECENT) windows. Teaching an alert as normal (`teach`)
+needs the vectors of its windows, possibly hours after it ended, so the agent copies them as
+the alert goes:
 
 - before any alert, the last `lead` windows' vectors of each memory (the windows that pushed
   the smoothed score over the threshold come before the alert's start);
@@ -31,18 +33,20 @@ import numpy.typing as npt
 
 from edge.decide import AlertEvent
 from edge.long_shape import LongShape
-from edge.memory import LagMemory
+from edge.memory import LagMemory, TaughtMemory
 from edge.score_state import ScoreState
 
 FloatArray = npt.NDArray[np.float64]
+Memory = LagMemory | TaughtMemory
 
 
-def memories(state: ScoreState) -> dict[str, LagMemory]:
-    """Every lag-vector memory of a device's scoring state, by its part's snapshot prefix."""
-    found: dict[str, LagMemory] = {}
+def memories(state: ScoreState) -> dict[str, Memory]:
+    """Every memory of a device's scoring state that can be taught, by its part's snapshot
+    prefix."""
+    found: dict[str, Memory] = {}
     for parts in state.parts.values():
         for key, part in parts.items():
-            if isinstance(part, LagMemory):
+            if isinstance(part, LagMemory | TaughtMemory):
                 found[key] = part
             elif isinstance(part, LongShape):
                 found[key] = part.memory
@@ -212,10 +216,10 @@ class AlertKeeper:
             t.open.nbytes for t in self.taps.values() if t.open is not None)
 
 
-def fits(vectors: dict[str, FloatArray], state: ScoreState) -> dict[str, LagMemory]:
+def fits(vectors: dict[str, FloatArray], state: ScoreState) -> dict[str, Memory]:
     """The device's memories that can take `vectors` (same part, same number of features)."""
     held = memories(state)
-    out: dict[str, LagMemory] = {}
+    out: dict[str, Memory] = {}
     for key, rows in vectors.items():
         memory = held.get(key)
         if memory is None or rows.ndim != 2 or not len(rows):

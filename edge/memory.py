@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge.scorers.spec import MemorySpec
+from edge.scorers.spec import MemorySpec, TaughtSpec
 
 FloatArray = npt.NDArray[np.float64]
 BLOCK = 64  # windows per distance block: two BLOCK x (size + BLOCK) float64 work arrays
@@ -172,3 +172,135 @@ class LagMemory:
         self._vectors[(n + keep) % size] = block[keep]
         self.count = n + m
         return np.asarray(np.sqrt(kth))
+
+
+RECENT = 64  # the last windows' rows a taught memory holds, for an alert's recording
+
+
+def _summed(terms: list[FloatArray]) -> FloatArray:
+    """The terms added one after the other (the same bits whatever the batch's length)."""
+    total = np.array(terms[0], dtype=np.float64)
+    for term in terms[1:]:
+        total += term
+    return total
+
+
+class TaughtMemory:
+    """The windows a person taught one device as normal, for one window-features distance
+    (`TaughtSpec`): the rows of each taught window (its last `lags` scaled rows, flattened:
+    the distance model's input, so they stay meaningful for another model of the same
+    channels and preprocessing), and their departures in the model's whitened feature space.
+
+    `distances(rows)` gives, per window, the distance of its whitened features to the nearest
+    departure (inf with nothing taught): a taught window's whitened vector with the components
+    under `level` set to 0. Subtracting only those keeps the comparison to what made the
+    taught window unusual: on the components where it looked normal (a channel the alert was
+    not about, the weather of that day) a new window is judged as it would be without the
+    feedback, so a fault there is not excused. It also keeps the last RECENT windows' rows
+    (`latest`, for `edge.feedback`). Every sum runs in a fixed order, elementwise, so any
+    batch split gives the same bits."""
+
+    def __init__(self, spec: TaughtSpec) -> None:
+        self.spec = spec
+        self._keep = np.array(spec.keep, dtype=np.intp)
+        self._center = np.array(spec.center, dtype=np.float64)
+        self._factor = np.array(spec.factor, dtype=np.float64)
+        self._twins = np.array(spec.twins, dtype=np.float64) if spec.twins else None
+        self._recent: FloatArray | None = None  # (RECENT, width), window g at g % RECENT
+        self.count = 0  # windows seen
+        self.taught: FloatArray = np.zeros((0, 0))  # (t, lags * C) rows taught, oldest first
+        self._departures: FloatArray = np.zeros((0, 0))  # (t, components)
+
+    def whiten(self, rows: FloatArray) -> FloatArray:
+        """(n, components) the whitened features of flattened rows (n, lags * C)."""
+        rows = np.asarray(rows, dtype=np.float64)
+        lags = self.spec.lags
+        windows = rows.reshape(len(rows), lags, -1)
+        mean = _summed([windows[:, i, :] for i in range(lags)]) / lags
+        var = _summed([np.square(windows[:, i, :] - mean) for i in range(lags)]) / lags
+        parts = [mean[:, self._keep], np.log(np.sqrt(var) + self.spec.eps)]
+        if self._twins is not None:
+            parts.append(_summed([mean[:, c, None] * self._twins[c][None, :]
+                                  for c in range(mean.shape[1])]))
+        centred = np.hstack(parts) - self._center
+        if centred.shape[1] != self._factor.shape[0]:
+            raise ValueError(f"rows of {rows.shape[1]} values give {centred.shape[1]} "
+                             f"features, the taught memory's model has {self._factor.shape[0]}")
+        return _summed([centred[:, f, None] * self._factor[f][None, :]
+                        for f in range(centred.shape[1])])
+
+    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
+        recent = self._recent if self._recent is not None else np.zeros((0, 0))
+        return {"count": np.array(self.count), "recent": recent.copy(),
+                "taught": self.taught.copy()}
+
+    def restore(self, saved: dict[str, npt.NDArray[Any]]) -> None:
+        recent = np.asarray(saved["recent"], dtype=np.float64)
+        taught = np.asarray(saved["taught"], dtype=np.float64)
+        if recent.size and recent.shape[0] != RECENT:
+            raise ValueError(f"taught memory of {recent.shape[0]} recent rows, expected {RECENT}")
+        if taught.size and (taught.ndim != 2 or taught.shape[0] > self.spec.size or (
+                recent.size and taught.shape[1] != recent.shape[1])):
+            raise ValueError(f"taught rows of shape {taught.shape} do not fit a memory of "
+                             f"{self.spec.size} rows of shape {recent.shape[1:]}")
+        departures = self._departures_of(taught) if taught.size else np.zeros((0, 0))
+        self._recent = recent.copy() if recent.size else None
+        self.count = int(saved["count"])
+        self.taught = taught.copy() if taught.size else np.zeros((0, 0))
+        self._departures = departures
+
+    def _departures_of(self, rows: FloatArray) -> FloatArray:
+        whitened = self.whiten(rows)
+        return np.where(np.abs(whitened) >= self.spec.level, whitened, 0.0)
+
+    def latest(self, n: int) -> FloatArray:
+        """The rows of the last `n` windows (n <= RECENT and <= count), in stream order."""
+        n = min(n, self.count, RECENT)
+        if self._recent is None or n <= 0:
+            width = 0 if self._recent is None else self._recent.shape[1]
+            return np.zeros((0, width))
+        return np.array(self._recent[np.arange(self.count - n, self.count) % RECENT])
+
+    def teach(self, rows: FloatArray) -> int:
+        """Remember windows' rows (t, lags * C) as normal for good; the oldest taught beyond
+        `size` are forgotten. Returns how many were forgotten."""
+        rows = np.asarray(rows, dtype=np.float64)
+        if rows.ndim != 2 or not len(rows):
+            return 0
+        width = self._recent.shape[1] if self._recent is not None else (
+            self.taught.shape[1] if self.taught.size else rows.shape[1])
+        if rows.shape[1] != width:
+            raise ValueError(f"taught rows of {rows.shape[1]} values, the memory holds {width}")
+        keep = rows[np.isfinite(rows).all(axis=1)]
+        joined = np.vstack([self.taught, keep]) if self.taught.size else keep
+        forgotten = max(0, len(joined) - self.spec.size)
+        joined = np.array(joined[forgotten:])
+        self._departures = self._departures_of(joined) if len(joined) else np.zeros((0, 0))
+        self.taught = joined if len(joined) else np.zeros((0, 0))
+        return forgotten
+
+    def distances(self, rows: FloatArray) -> FloatArray:
+        """Per window (rows (B, lags * C), in stream order), the distance of its whitened
+        features to the nearest taught departure (inf: nothing taught); the memory then holds
+        the batch's rows as the latest."""
+        rows = np.asarray(rows, dtype=np.float64)
+        if rows.ndim != 2:
+            raise ValueError(f"rows must be 2-D, got shape {rows.shape}")
+        if self._recent is None:
+            self._recent = np.zeros((RECENT, rows.shape[1]))
+        keep = np.arange(max(0, len(rows) - RECENT), len(rows))
+        self._recent[(self.count + keep) % RECENT] = rows[keep]
+        self.count += len(rows)
+        out = np.full(len(rows), np.inf)
+        if not self._departures.size:
+            return out
+        whitened = self.whiten(rows)
+        t = len(self._departures)
+        d2, scratch = np.empty((BLOCK, t)), np.empty((BLOCK, t))
+        for start in range(0, len(rows), BLOCK):
+            block = whitened[start : start + BLOCK]
+            m = len(block)
+            d2[:m].fill(0.0)
+            _add_squared_distances(block, self._departures, d2[:m], scratch[:m])
+            out[start : start + m] = np.sqrt(d2[:m].min(axis=1))
+        return out

@@ -23,7 +23,9 @@ from edge.bundle import (
     WindowSpec,
     checksums,
 )
+from edge.scorers.distance import DistanceScorerSpec
 from edge.scorers.flat import FlatScorerSpec
+from edge.scorers.spec import TaughtSpec
 from export.config import FitConfig
 from export.lag_kmeans import scale_of
 from export.prepare import Prepared
@@ -93,10 +95,11 @@ def long_shape_specs(name: str, config: FitConfig) -> tuple[LongShapeSpec, Memor
 
 def scorer_specs(
     thresholds: dict[str, Threshold], distance_scorers: list[str], config: FitConfig,
-    flat: tuple[str, ...] = (),
+    flat: tuple[str, ...] = (), taught: TaughtSpec | None = None,
 ) -> list[ScorerSpec]:
     """The bundle's scorers (`bundle_scorers`), with a likelihood step and a memory where
-    configured; a long shape always has both."""
+    configured; a long shape always has both; the distance scorers hold `taught` (a
+    window-features model's taught memory, `export.window_features.taught_spec`)."""
     step = likelihood_spec(config)
     chosen = set(config.likelihood_scorers or ())
     out: list[ScorerSpec] = []
@@ -107,6 +110,11 @@ def scorer_specs(
             continue
         shape, memory = (long_shape_specs(name, config) if kind == "long_shape"
                          else (None, memory_spec(name, config)))
+        if kind == "distance" and taught is not None:
+            out.append(DistanceScorerSpec(
+                name=name, kind="distance", output=output, threshold=thresholds[name],
+                likelihood=step if name in chosen else None, memory=memory, taught=taught))
+            continue
         out.append(ScorerSpec(
             name=name,
             kind=kind,  # type: ignore[arg-type]
@@ -133,6 +141,7 @@ def assemble_manifest(
     training: dict[str, Any],
     lstm_trusted: bool = True,
     added: tuple[ScorerSpec, ...] = (),
+    taught: TaughtSpec | None = None,
 ) -> Manifest:
     """The manifest; `identity` is (name, version, created); model files must be in `folder`;
     `lstm_trusted` false marks the autoencoder as failing its parity bound; `added`: the
@@ -155,7 +164,8 @@ def assemble_manifest(
         distance=DistanceSpec(lags=lags, clip_inputs=config.distance_clip),
         iqr=prep.iqr,
         range=prep.range,
-        scorers=[*scorer_specs(thresholds, distance_scorers, config, prep.flat), *added],
+        scorers=[*scorer_specs(thresholds, distance_scorers, config, prep.flat, taught),
+                 *added],
         ensemble=Ensemble(
             rule=config.ensemble_rule,  # type: ignore[arg-type]
             members=members,

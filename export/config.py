@@ -265,6 +265,26 @@ class FitConfig:
             "models",
         ),
     )
+    taught_memory: int = field(
+        default=3000,
+        metadata=_meta(
+            "window_features: windows labelled normal on the device (feedback) each device "
+            "keeps; the distance becomes min(distance, distance of the window's whitened "
+            "features to a taught window's departure), so a pattern taught as normal stops "
+            "alerting on that device (0: off; nothing taught changes nothing)",
+            "models",
+            metavar="N",
+        ),
+    )
+    taught_level: float = field(
+        default=2.0,
+        metadata=_meta(
+            "window_features taught memory: the whitened components of a taught window "
+            "within this many training deviations are left out of its departure (the part "
+            "training explains)",
+            "models",
+        ),
+    )
     slow_span: int = field(
         default=32,
         metadata=_meta(

@@ -102,6 +102,10 @@ def check_options(config: FitConfig, out_dir: Path) -> None:
         raise InputError("--likelihood-threshold must be positive")
     if not config.long_shape_threshold > 0:
         raise InputError(f"--long-shape-threshold {config.long_shape_threshold}: must be positive")
+    if config.taught_memory < 0 or config.taught_memory > 100_000:
+        raise InputError(f"--taught-memory {config.taught_memory}: between 0 and 100000")
+    if config.taught_level < 0:
+        raise InputError(f"--taught-level {config.taught_level}: must be at least 0")
     if not config.range_tolerance > 0:
         raise InputError(f"--range-tolerance {config.range_tolerance}: must be positive")
 
@@ -140,6 +144,7 @@ class _Build:
 
     def write_manifest(self, thresholds: dict[str, Threshold], parity: dict[str, Any]) -> None:
         from export.assemble import assemble_manifest
+        from export.window_features import taught_spec
 
         manifest = assemble_manifest(
             self.prep,
@@ -154,6 +159,7 @@ class _Build:
             training=self.training,
             lstm_trusted=self.lstm_trusted,
             added=tuple(spec_with(a, thresholds[a.name]) for a in self.added),
+            taught=taught_spec(self.distance, self.config),
         )
         write_manifest(self.folder, manifest)
 

@@ -32,6 +32,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper
 
+from edge.scorers.spec import TaughtSpec
 from export.config import FitConfig
 from export.linear import _precision
 from export.onnx_export import INPUT, OPSET, const, finish_model
@@ -142,6 +143,19 @@ def fit_window_features(
     }
     return WindowFeatureModel(
         lags, channels, keep, config.feature_eps, mean, factor, info, twins)
+
+
+def taught_spec(model: Any, config: FitConfig) -> TaughtSpec | None:
+    """The device's taught memory of a window-features distance (`--taught-memory`; None for
+    another distance model or 0): the model's constants, so that the device whitens a window's
+    features as the model does (`edge.memory.TaughtMemory`)."""
+    if not isinstance(model, WindowFeatureModel) or not config.taught_memory:
+        return None
+    twins = model.twins if model.twins is not None and model.twins.shape[1] else None
+    return TaughtSpec(lags=model.lags, keep=np.flatnonzero(model.keep).tolist(),
+                      eps=model.eps, twins=twins.tolist() if twins is not None else [],
+                      center=model.center.tolist(), factor=model.factor.tolist(),
+                      level=config.taught_level, size=config.taught_memory)
 
 
 def build_window_model(model: WindowFeatureModel) -> onnx.ModelProto:

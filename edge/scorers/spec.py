@@ -63,6 +63,46 @@ class MemorySpec(Strict):
         return self
 
 
+class TaughtSpec(Strict):
+    """Windows a person labelled normal (`feedback`), kept per device, for a window-features
+    distance (`export.window_features`): the scorer's raw score becomes min(distance, distance
+    of the window's whitened features to a taught window's departure), so that a pattern
+    taught as normal no longer alerts on this device (see `edge.memory.TaughtMemory`). Only
+    taught windows count: the device learns nothing from what it merely sees.
+
+    The features of the last `lags` rows (the distance input's): the means of the `keep`
+    channels, ln(sd + eps) of every channel, then the twin residuals `mean @ twins`; whitened
+    as (features - center) @ factor, in which space the distance model's output is the length.
+    A taught window's departure is its whitened vector with the components under `level` (the
+    part training explains) set to 0, so only what made it unusual is excused."""
+
+    lags: int = Field(ge=1, description="rows of the distance input the features are of")
+    keep: list[int] = Field(description="channels whose mean is a feature")
+    eps: float = Field(gt=0, description="added to each sd before its log")
+    twins: list[list[float]] = Field(
+        default_factory=list, description="(channels, members) twin-residual matrix; [] none")
+    center: list[float] = Field(min_length=1, description="training mean of each feature")
+    factor: list[list[float]] = Field(
+        min_length=1, description="(features, components) A with A A^T = the precision")
+    level: float = Field(
+        2.0, ge=0, description="whitened components of a taught window under this are left out")
+    size: int = Field(3000, ge=1, le=100_000, description="taught windows kept per device")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> TaughtSpec:
+        if len(self.factor) != len(self.center) or len({len(r) for r in self.factor}) != 1:
+            raise ValueError("factor needs one row per feature (center), all of one length")
+        if self.twins and len({len(r) for r in self.twins}) != 1:
+            raise ValueError("twins rows must be of one length")
+        if any(k < 0 for k in self.keep) or len(set(self.keep)) != len(self.keep):
+            raise ValueError("keep lists channel indices, each once")
+        return self
+
+    def features(self, channels: int) -> int:
+        """How many features the spec's model has for `channels` channels."""
+        return len(self.keep) + channels + (len(self.twins[0]) if self.twins else 0)
+
+
 class LongShapeSpec(Strict):
     """A long shape: the means of the last `blocks` blocks of `block` rows (see
     `edge.long_shape`)."""

@@ -141,6 +141,44 @@ def _variability_reference(stream: Stream) -> FloatArray:
     return np.array(out)
 
 
+# a window-features model of the 2 lag rows: each channel's mean, then its log sd
+TAUGHT = {"lags": 2, "keep": list(range(CHANNELS)), "eps": 0.3, "center": [0.0] * 2 * CHANNELS,
+          "factor": np.eye(2 * CHANNELS).tolist(), "size": 20}
+
+
+def _taught_behaviour() -> None:
+    """Nothing taught: the model's distance, bit for bit; taught windows (`feedback normal`)
+    and their neighbours score their distance to the taught ones where that is smaller; a
+    window unlike them keeps the model's distance."""
+    from edge.memory import TaughtMemory
+    from edge.scorers.base import ScoringBatch
+    from edge.scorers.distance import DistanceScorer, DistanceScorerSpec
+    from tests.scorers.harness import ArrayInputs
+
+    spec = DistanceScorerSpec.model_validate(
+        {"name": "d", "kind": "distance", "output": "d", "threshold": THRESHOLD,
+         "taught": TAUGHT})
+    scorer = DistanceScorer(spec, type("M", (), {"channels": ["a", "b", "c"]})())
+    rng = np.random.default_rng(8)
+    lags = rng.normal(size=(6, 2 * CHANNELS))
+    lags[:3] += 9.0  # an event on every channel
+    model = np.full(6, 9.0)
+
+    def score(state: dict[str, Any]) -> FloatArray:
+        windows = np.zeros((6, LENGTH, CHANNELS))
+        inputs = ArrayInputs(windows, lag_vectors=lags, distances={"d": model})
+        return scorer.score(ScoringBatch(windows, np.full(6, np.nan), inputs),  # type: ignore[arg-type]
+                            state)
+
+    state = scorer.new_state()
+    assert np.array_equal(score(state), model)
+    memory = state["taught.d"]
+    assert isinstance(memory, TaughtMemory)
+    memory.teach(lags[:1] + 0.1)
+    taught = score(state)
+    assert (taught[:3] < 4.5).all() and np.array_equal(taught[3:], model[3:]), taught
+
+
 CASES: dict[str, Case] = {
     "lstm_ae": Case(
         {"name": "lstm", "kind": "lstm_ae", "threshold": THRESHOLD},
@@ -149,9 +187,11 @@ CASES: dict[str, Case] = {
     "distance": Case(
         {"name": "euclidean", "kind": "distance", "output": "euclidean",
          "threshold": {"value": 2.0, "method": "likelihood"}, "likelihood": LIKELIHOOD,
-         "memory": {"lags": 1, "size": 30, "gap": 3, "k": 2}},
+         "memory": {"lags": 1, "size": 30, "gap": 3, "k": 2}, "taught": TAUGHT},
         lambda s: s["distances"]["euclidean"],
-        (("memory.gap", 30), ("likelihood.short", 0))),
+        (("memory.gap", 30), ("likelihood.short", 0), ("taught.level", -1.0),
+         ("taught.factor", [[1.0]])),
+        behaviour=_taught_behaviour),
     "iqr": Case(
         {"name": "iqr", "kind": "iqr", "threshold": {"value": 1.0, "method": "fence"}},
         lambda s: s["iqr_excess"].max(axis=1),
