@@ -30,6 +30,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "recipe": {},
     "twins": {"scorers": ("twin", "variability")},
     "twin only": {"scorers": ("twin",)},
+    "spike": {"scorers": ("twin", "variability", "twin_spike")},
 }
 EXPERIMENT = {"epochs": 4}  # the LSTM-AE is no member of these configs: a short training
 

@@ -141,6 +141,46 @@ def _variability_reference(stream: Stream) -> FloatArray:
     return np.array(out)
 
 
+def _twin_spike_reference(stream: Stream) -> FloatArray:
+    center, spread = np.array([0.0, 0.1, -0.1]), np.array([0.5, 1.0, 2.0])
+    out = []
+    for window in stream["windows"]:
+        z = [abs(row[i] - np.mean(np.delete(row, i)) - center[i]) / spread[i]
+             for row in window for i in range(3)]
+        out.append(float(np.max(z)))
+    return np.array(out)
+
+
+def _twin_spike_behaviour() -> None:
+    """One reading's spike on one sensor scores at full height for as long as it is in the
+    window (a window mean would divide it by the window's length), names that sensor, and a
+    value the device filled is not judged."""
+    from edge.scorers.base import ScoringBatch
+    from edge.scorers.twin_spike import TwinSpikeScorer, TwinSpikeScorerSpec
+    from tests.scorers.harness import ArrayInputs
+
+    spec = TwinSpikeScorerSpec.model_validate(
+        {"name": "s", "kind": "twin_spike", "groups": TWINS, "center": [0.0] * 3,
+         "spread": [0.1] * 3, "threshold": THRESHOLD})
+    scorer = TwinSpikeScorer(spec, type("M", (), {"channels": ["ch0", "ch1", "ch2"]})())
+    rows = np.zeros((12, 3))
+    rows[5, 1] = 3.0  # residual 3 against the twins' 0: z = 30
+    windows = np.lib.stride_tricks.sliding_window_view(rows, LENGTH, axis=0).transpose(0, 2, 1)
+    windows = np.ascontiguousarray(windows)
+    batch = ScoringBatch(windows, np.full(len(windows), np.nan),
+                         ArrayInputs(windows))  # type: ignore[arg-type]
+    scores = scorer.score(batch, {})
+    holding = [k for k in range(len(windows)) if k <= 5 < k + LENGTH]
+    assert np.allclose(scores[holding], 30.0), scores
+    assert np.allclose(np.delete(scores, holding), 0.0)
+    assert (batch.channel_scores["s"][holding].argmax(axis=1) == 1).all()
+    missing = np.zeros(windows.shape, dtype=bool)
+    missing[:, :, 1] = np.isclose(windows[:, :, 1], 3.0)
+    filled = ScoringBatch(windows, np.full(len(windows), np.nan), ArrayInputs(windows),
+                          missing)  # type: ignore[arg-type]
+    assert np.allclose(scorer.score(filled, {}), 0.0)
+
+
 # a window-features model of the 2 lag rows: each channel's mean, then its log sd
 TAUGHT = {"lags": 2, "keep": list(range(CHANNELS)), "eps": 0.3, "center": [0.0] * 2 * CHANNELS,
           "factor": np.eye(2 * CHANNELS).tolist(), "size": 20}
@@ -221,6 +261,12 @@ CASES: dict[str, Case] = {
          "threshold": THRESHOLD},
         _variability_reference,
         (("floor", 0.0), ("center", [0.0]))),
+    "twin_spike": Case(
+        {"name": "twin_spike", "kind": "twin_spike", "groups": TWINS,
+         "center": [0.0, 0.1, -0.1], "spread": [0.5, 1.0, 2.0], "threshold": THRESHOLD},
+        _twin_spike_reference,
+        (("spread", [1.0, -1.0, 1.0]), ("groups", [["ch0", "ch0"]])),
+        behaviour=_twin_spike_behaviour),
     "flat": Case(
         {"name": "flat", "kind": "flat", "channels": ["ch0", "ch2"],
          "threshold": {"value": 1.0, "method": "tolerance"}},
