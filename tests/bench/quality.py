@@ -132,6 +132,11 @@ def _variant_engine(bundle_dir: Path, changes: dict[str, Any], csv: Path,
         members = set(update.get("ensemble", m.ensemble).members)
         scorers = _with(scorers, "threshold", lambda t: {
             "value": t.value * changes["threshold_scale"]}, lambda s: s.name in members)
+    if "threshold_factors" in changes:  # per scorer (the self margin below)
+        factors = changes["threshold_factors"]
+        scorers = [s.model_copy(update={"threshold": s.threshold.model_copy(update={
+            "value": s.threshold.value * factors[s.name]})})
+            if s.name in factors and s.threshold is not None else s for s in scorers]
     if changes.get("no_memory"):  # the lag distances without the device's memory
         scorers = [s.model_copy(update={"memory": None}) if s.kind == "distance" else s
                    for s in scorers]
@@ -286,10 +291,55 @@ def nab_grid(base: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+SELF_MARGINS = (1.0, 1.2)  # issue 16's experiment: the margins tried
+
+
+def self_margin_variants(base: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Issue 16's experiment: each ensemble member's threshold raised, where needed, so that
+    no member reaches it on the fit rows (replayed by the device from the first row, as it
+    would on the trainer): threshold x max(1, margin x its largest normalised score there).
+    Derived from the training rows alone, no label."""
+    return {f"self margin x{m}": {**base, "self_margin": m} for m in SELF_MARGINS}
+
+
+def _self_factors(fitted: Any, result: Any, fit_rows: int, margin: float) -> dict[str, float]:
+    """Per member: max(1, margin x its largest normalised score on rows :fit_rows)."""
+    out = {}
+    for name in fitted.manifest.ensemble.members:
+        seen = result.scorers[name][:fit_rows]
+        seen = seen[np.isfinite(seen)]
+        top = float(seen.max()) if seen.size else 0.0
+        out[name] = max(1.0, margin * top)
+    return out
+
+
+def _replay_variants(fit: Any, config: FitConfig, csv: Path, table: Any,
+                     variants: dict[str, dict[str, Any]], fit_rows: int, skip_changes: bool
+                     ) -> dict[str, Any]:
+    """Each variant's replay of the bundle; a self-margin variant from the as-fitted replay."""
+    from edge.replay import replay_table
+
+    out: dict[str, Any] = {}
+    fitted: Any = None
+    for vname, vchanges in variants.items():
+        if skip_changes and vchanges:
+            continue
+        if "self_margin" in vchanges:
+            if fitted is None:
+                fitted = replay_table(_variant_engine(fit.out_dir, {}, csv, config), table)
+            vchanges = {k: v for k, v in vchanges.items() if k != "self_margin"}
+            vchanges["threshold_factors"] = _self_factors(fit, fitted, fit_rows,
+                                                          variants[vname]["self_margin"])
+        engine = _variant_engine(fit.out_dir, vchanges, csv, config)
+        out[vname] = replay_table(engine, table)
+        if not vchanges:
+            fitted = out[vname]
+    return out
+
+
 def skab_file(csv: Path, work: Path, configs: dict[str, dict[str, Any]],
               variants: dict[str, dict[str, Any]], epochs: int | None) -> dict[str, Any]:
     """Fit each config on rows :400 and replay each variant; counts on rows 400:."""
-    from edge.replay import replay_table
     from edge.table import read_table
 
     out: dict[str, Any] = {"file": csv.name, "metrics": {}, "fit_s": {}}
@@ -300,11 +350,9 @@ def skab_file(csv: Path, work: Path, configs: dict[str, dict[str, Any]],
         table = read_table(csv, channels=fit.manifest.channels)
         assert table.labels is not None
         truth = table.labels[SKAB_TRAIN:]
-        for vname, vchanges in variants.items():
-            if cname == "before" and vchanges:
-                continue
-            engine = _variant_engine(fit.out_dir, vchanges, csv, config)
-            result = replay_table(engine, table)
+        replays = _replay_variants(fit, config, csv, table, variants, SKAB_TRAIN,
+                                   cname == "before")
+        for vname, result in replays.items():
             out["metrics"][f"{cname} | {vname}"] = point_metrics(
                 truth, result.is_anomaly[SKAB_TRAIN:])
     return out
@@ -313,7 +361,6 @@ def skab_file(csv: Path, work: Path, configs: dict[str, dict[str, Any]],
 def nab_file(name: str, work: Path, configs: dict[str, dict[str, Any]],
              variants: dict[str, dict[str, Any]], epochs: int | None) -> dict[str, Any]:
     """Fit each config on the probationary rows and replay each variant; alert starts."""
-    from edge.replay import replay_table
     from edge.table import read_table
     from export.errors import FitError, InputError
     from export.evaluate import alert_starts
@@ -335,11 +382,9 @@ def nab_file(name: str, work: Path, configs: dict[str, dict[str, Any]],
                     out["starts"][f"{cname} | {vname}"] = np.zeros(len(table), dtype=bool)
             continue
         out["fit_s"][cname] = seconds
-        for vname, vchanges in variants.items():
-            if cname == "before" and vchanges:
-                continue
-            engine = _variant_engine(fit.out_dir, vchanges, csv, config)
-            result = replay_table(engine, table)
+        replays = _replay_variants(fit, config, csv, table, variants,
+                                   probation_period(len(table)), cname == "before")
+        for vname, result in replays.items():
             out["starts"][f"{cname} | {vname}"] = alert_starts(result)
     return out
 
@@ -362,34 +407,66 @@ def _run(tasks: list[tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]], wor
     return results
 
 
-def skab_table(results: list[dict[str, Any]]) -> dict[str, PointMetrics]:
+def skab_table(results: list[dict[str, Any]], part: str | None = None
+               ) -> dict[str, PointMetrics]:
+    """Pooled over the files, or over one part of the fixed split (`tests.bench.skab`)."""
+    from tests.bench.skab import part_of
+
     names = list(results[0]["metrics"])
-    return {n: pool(r["metrics"][n] for r in results) for n in names}
+    mine = [r for r in results if part is None or part_of(r["file"]) == part]
+    return {n: pool(r["metrics"][n] for r in mine) for n in names}
 
 
-def nab_table(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def nab_table(results: list[dict[str, Any]], group: Callable[[str], str] | None = None,
+              which: str | None = None) -> dict[str, dict[str, float]]:
+    """Normalised over the files, or over those whose `group(name)` is `which` (a part of the
+    fixed split, a category: `tests.bench.nab_corpus`); NaN where they hold no window."""
     from export.nab import load_nab_corpus, normalized_score
 
     files = {f.name: f for f in load_nab_corpus(DATA / "nab")}
     names = list(results[0]["starts"])
+    mine = [r for r in results if group is None or group(r["file"]) == which]
     out = {}
     for n in names:
-        out[n] = {p: normalized_score([files[r["file"]].score(r["starts"][n], p)
-                                       for r in results]) for p in PROFILES}
+        scores = {}
+        for p in PROFILES:
+            try:
+                scores[p] = normalized_score([files[r["file"]].score(r["starts"][n], p)
+                                              for r in mine])
+            except ValueError:  # no window in these files
+                scores[p] = float("nan")
+        out[n] = scores
     return out
 
 
-def print_skab(table: dict[str, PointMetrics], say: Callable[[str], None]) -> None:
-    say(f"{'SKAB valve1 (16 files, pooled)':<52} {'F1':>6} {'FAR%':>6} {'MAR%':>6}")
+def print_skab(table: dict[str, PointMetrics], say: Callable[[str], None],
+               title: str = "SKAB valve1 (16 files, pooled)") -> None:
+    say(f"{title:<52} {'F1':>6} {'FAR%':>6} {'MAR%':>6}")
     for name, m in table.items():
         say(f"{name:<52} {m.f1:>6.3f} {m.far_pct:>6.1f} {m.mar_pct:>6.1f}")
 
 
-def print_nab(table: dict[str, dict[str, float]], say: Callable[[str], None]) -> None:
-    say(f"{'NAB (35 files, alert starts)':<52} {'std':>6} {'lowFP':>6} {'lowFN':>6}")
+def print_nab(table: dict[str, dict[str, float]], say: Callable[[str], None],
+              title: str = "NAB (35 files, alert starts)") -> None:
+    say(f"{title:<52} {'std':>6} {'lowFP':>6} {'lowFN':>6}")
     for name, s in table.items():
         say(f"{name:<52} {s['standard']:>6.1f} {s['reward_low_FP_rate']:>6.1f} "
             f"{s['reward_low_FN_rate']:>6.1f}")
+
+
+def _pick(variants: dict[str, dict[str, Any]], names: str | None
+          ) -> dict[str, dict[str, Any]]:
+    """The variants named in `names` ("self": the self-margin ones), all when None."""
+    if not names:
+        return variants
+    every = {**variants, **self_margin_variants({})}
+    out: dict[str, dict[str, Any]] = {}
+    for name in names.split(","):
+        if name == "self":
+            out.update(self_margin_variants({}))
+        else:
+            out[name] = every[name]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true",
                         help="keep a bundle already in --out whose recipe matches (re-run the "
                              "tables without refitting)")
+    parser.add_argument("--variants", help="comma-separated replay variants (default: the "
+                        "bench's own list; 'self' adds issue 16's self-margin variants)")
     parser.add_argument("--sweep", action="store_true",
                         help="replay a grid of variants instead of the default ones (SKAB: "
                              "decision and margin, prints the best with FAR <= 10%%; NAB: "
@@ -425,28 +504,47 @@ def main(argv: list[str] | None = None) -> int:
         files = sorted((DATA / "skab" / "valve1").glob("*.csv"), key=lambda p: int(p.stem))
         files = files[: args.files] if args.files else files
         say(f"SKAB: {len(files)} files, configs {', '.join(configs)}")
-        variants = decision_grid({}) if args.sweep else SKAB_VARIANTS
+        variants = _pick(decision_grid({}) if args.sweep else SKAB_VARIANTS, args.variants)
         tasks: list[tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]] = [
             (skab_file, (f, args.out / "skab", configs, variants, args.epochs))
             for f in files]
-        table = skab_table(_run(tasks, args.workers, say))
+        skab_results = _run(tasks, args.workers, say)
+        table = skab_table(skab_results)
         if args.sweep:
             table = dict(sorted(((k, v) for k, v in table.items() if v.far_pct <= 10),
                                 key=lambda kv: -kv[1].f1)[:40])
         print_skab(table, say)
         report["skab"] = {k: v.as_dict() for k, v in table.items()}
+        from tests.bench.skab import PARTS as SKAB_PARTS
+
+        for part in SKAB_PARTS:
+            part_table = {k: v for k, v in skab_table(skab_results, part).items()
+                          if k in table}
+            print_skab(part_table, say, f"SKAB valve1, {part} files")
+            report[f"skab {part}"] = {k: v.as_dict() for k, v in part_table.items()}
     if args.bench in ("nab", "all"):
         from export.nab import load_nab_corpus
 
         names = [f.name for f in load_nab_corpus(DATA / "nab")]
         names = names[: args.files] if args.files else names
         say(f"NAB: {len(names)} files, configs {', '.join(configs)}")
-        nab_variants = nab_grid({}) if args.sweep else NAB_VARIANTS
+        nab_variants = _pick(nab_grid({}) if args.sweep else NAB_VARIANTS, args.variants)
         tasks = [(nab_file, (n, args.out / "nab", configs, nab_variants, args.epochs))
                  for n in names]
-        nab = nab_table(_run(tasks, args.workers, say))
+        nab_results = _run(tasks, args.workers, say)
+        nab = nab_table(nab_results)
         print_nab(nab, say)
         report["nab"] = nab
+        from tests.bench.nab_corpus import PARTS as NAB_PARTS
+        from tests.bench.nab_corpus import category_of
+        from tests.bench.nab_corpus import part_of as nab_part
+
+        groups: list[tuple[Callable[[str], str], str]] = [(nab_part, p) for p in NAB_PARTS]
+        groups += [(category_of, c) for c in sorted({category_of(n) for n in names})]
+        for group, which in groups:
+            part_nab = nab_table(nab_results, group, which)
+            print_nab(part_nab, say, f"NAB {which}")
+            report[f"nab {which}"] = part_nab
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(report, indent=2))
     return 0

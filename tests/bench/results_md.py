@@ -34,6 +34,7 @@ def skab_section(skab: dict[str, Any]) -> list[str]:
              "threshold, without the alert policy.", "",
              md_table(["detector", "F1", "FAR %", "MAR %", "precision", "recall",
                        "TP/FP/FN/TN"], rows), ""]
+    lines += skab_split(skab.get("split"))
     floats = [f["float"] for f in skab["files"] if f.get("float")]
     if floats:
         agree = min(f["agreement_test_rows"] for f in floats)
@@ -47,12 +48,54 @@ def skab_section(skab: dict[str, Any]) -> list[str]:
     return lines
 
 
+def skab_split(split: dict[str, Any] | None) -> list[str]:
+    """Every detector pooled over the chosen-on and the confirmed-on files (issue 16)."""
+    if not split:
+        return []
+    parts = list(split["pooled"])
+    names = list(dict.fromkeys(n for p in parts for n in split["pooled"][p]))
+    rows = []
+    for name in names:
+        row = [name]
+        for part in parts:
+            m = split["pooled"][part].get(name)
+            row += [fmt(m["f1"]), fmt(m["far_pct"], 1), fmt(m["mar_pct"], 1)] if m else \
+                ["", "", ""]
+        rows.append(row)
+    heads = ["detector"] + [f"{p} {k}" for p in parts for k in ("F1", "FAR %", "MAR %")]
+    return [f"Split ({split['rule']}): each part pooled on its own.", "",
+            md_table(heads, rows), ""]
+
+
+def nab_split(split: dict[str, Any] | None) -> list[str]:
+    """Ours per part and per category, each normalised over its own files (issue 16)."""
+    if not split:
+        return []
+    rows = []
+    groups = [(f"**{p}**", v) for p, v in split["parts"].items()]
+    groups += [(f"{c} ({v['part']})", v) for c, v in split["categories"].items()]
+    for label, v in groups:
+        rows.append([label, v["files"], v["windows"],
+                     *(fmt(v[p], 1) if v[p] is not None else "-" for p in PROFILE_NAMES),
+                     f"{v['tp']}/{v['fn']}", v["fp"]])
+    gaps = split.get("held_out_gaps_standard") or {}
+    lines = [f"Split ({split['rule']}), ours as deployed; each part and category normalised "
+             "over its own files (\"-\": no anomaly window, only false alarms count):", "",
+             md_table(["part / category", "files", "windows", "standard", "reward low FP",
+                       "reward low FN", "windows caught/missed", "false alarms"], rows), ""]
+    if gaps:
+        lines += ["Confirmed-on categories against the chosen-on part (standard): "
+                  + ", ".join(f"{c} {g:+.1f}" for c, g in gaps.items()) + ".", ""]
+    return lines
+
+
 def nab_section(nab: dict[str, Any]) -> list[str]:
     rows = [[name, *(fmt(scores.get(p), 1) for p in PROFILE_NAMES)]
             for name, scores in nab["scores"].items()]
     lines = ["## NAB", "", f"{nab['protocol']}; {nab['files']} files, {nab['windows']} "
              f"windows, {nab['alerts']} alerts.", "",
              md_table(["detector", "standard", "reward low FP", "reward low FN"], rows), ""]
+    lines += nab_split(nab.get("split"))
     if nab["failures"]:
         lines += ["Files that could not be fitted (scored as never detecting):", ""]
         lines += [f"- `{name}`: {why}" for name, why in nab["failures"].items()]

@@ -149,7 +149,7 @@ class Run:
                                                                      self.work)})
             self.say(f"fitting {len(futures)} bundles in {self.args.workers} worker processes "
                      f"(trainer defaults); work folder {self.work}")
-            base = skab.baselines(files) if "skab" in self.sections else {}
+            base = skab.baselines_by_part(files) if "skab" in self.sections else {}
             self.collect(futures, base, nab_files)
             if "device" in self.sections:
                 self.device_runtime(pool)
@@ -193,6 +193,12 @@ class Run:
                 self.say(f"nab: {n['files']} files scored; standard profile "
                          f"{n['scores'][nab_corpus.OURS]['standard']:.1f} (ours), "
                          f"{n['scores'][nab_corpus.WG]['standard']:.1f} (windowed Gaussian)")
+                for name, part in {**n["split"]["parts"], **n["split"]["categories"]}.items():
+                    self.say(f"nab {name}: {part['files']} files, standard "
+                             f"{part['standard']}, reward low FP {part['reward_low_FP_rate']}, "
+                             f"reward low FN {part['reward_low_FN_rate']}, windows "
+                             f"{part['tp']}/{part['tp'] + part['fn']}, {part['fp']} false "
+                             "alarms")
         self.results["skab_bundles"] = self.results.get("skab_bundles") or {
             r["file"]: r["bundle"] for r in done["skab"]}
         self.timings["all fits"] = self.say.elapsed

@@ -7,6 +7,10 @@ float autoencoder), the whole file replayed through the agent's pipeline with
 label. The float LSTM-AE scores the same windows (the replay's scored rows) with its own
 threshold, calibrated by the same method on the same held-out windows, so the int8 cost is
 the difference between the `lstm_ae` and the float rows. TP/FP/FN/TN are pooled over files.
+
+Split (issue 16, fixed before any figure was looked at by part): a default is *chosen on* the
+even-numbered files (0.csv, 2.csv, ..., 14.csv) and *confirmed on* the odd-numbered ones
+(1.csv, ..., 15.csv); each part is pooled on its own as well as all 16 together.
 """
 
 from __future__ import annotations
@@ -29,6 +33,15 @@ ENSEMBLE = "ours: ensemble >= 1"
 FLOAT = "ours: lstm_ae float (Keras)"
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
+CHOSEN, CONFIRMED = "chosen-on", "confirmed-on"
+PARTS = (CHOSEN, CONFIRMED)
+SPLIT_RULE = ("chosen on the even-numbered files (0, 2, ..., 14.csv), confirmed on the "
+              "odd-numbered ones (1, 3, ..., 15.csv)")
+
+
+def part_of(name: str) -> str:
+    """The fixed split of valve1: an even file number -> chosen-on, odd -> confirmed-on."""
+    return CHOSEN if int(Path(name).stem) % 2 == 0 else CONFIRMED
 
 
 def skab_files(root: Path) -> list[Path]:
@@ -60,6 +73,13 @@ def pool_files(per_file: Sequence[Mapping[str, PointMetrics]]) -> dict[str, Poin
     """Counts summed over files per detector (the leaderboard pools before the ratios)."""
     names = list(per_file[0]) if per_file else []
     return {name: pool(f[name] for f in per_file) for name in names}
+
+
+def pool_by_part(names: Sequence[str], per_file: Sequence[Mapping[str, PointMetrics]]
+                 ) -> dict[str, dict[str, PointMetrics]]:
+    """`pool_files` over each part of the split separately."""
+    return {part: pool_files([m for n, m in zip(names, per_file, strict=True)
+                              if part_of(n) == part]) for part in PARTS}
 
 
 def float_lstm_scores(csv: Path, config: Any, model_path: Path, scored: BoolArray
@@ -142,20 +162,50 @@ def submit(pool_: ProcessPoolExecutor, root: Path, work: Path) -> list[Future[di
 
 def baselines(files: Sequence[Path]) -> dict[str, PointMetrics]:
     """The scikit-learn baselines of tests/bench/baselines.py on the same files."""
+    return pool_parts(baselines_by_part(files))
+
+
+def baselines_by_part(files: Sequence[Path]) -> dict[str, dict[str, PointMetrics]]:
+    """The baselines pooled over each part of the split (each file fitted once)."""
     from tests.bench.baselines import load_skab_csv, run_skab_baselines
 
-    return run_skab_baselines([load_skab_csv(p) for p in files], TRAIN_ROWS)
+    out = {}
+    for part in PARTS:
+        mine = [p for p in files if part_of(p.name) == part]
+        out[part] = run_skab_baselines([load_skab_csv(p) for p in mine], TRAIN_ROWS) \
+            if mine else {}
+    return out
 
 
-def summarise(per_file: list[dict[str, Any]], base: dict[str, PointMetrics], plot: Path,
-              say: Progress) -> dict[str, Any]:
+def pool_parts(parts: Mapping[str, Mapping[str, PointMetrics]]) -> dict[str, PointMetrics]:
+    """The parts' pooled counts summed into the whole (pooling is a sum of counts)."""
+    names = [n for m in parts.values() for n in m]
+    return {n: pool(m[n] for m in parts.values() if n in m) for n in dict.fromkeys(names)}
+
+
+def summarise(per_file: list[dict[str, Any]], base: Mapping[str, Mapping[str, PointMetrics]],
+              plot: Path, say: Progress) -> dict[str, Any]:
+    """`base`: the baselines pooled per part (`baselines_by_part`)."""
     from tests.bench.baselines import plot_comparison
 
     pooled = pool_files([f["metrics"] for f in per_file])
-    everything = {**pooled, **base}
+    everything = {**pooled, **pool_parts(base)}
     plot_comparison(everything, plot)
     say(f"skab: pooled over {len(per_file)} files; comparison plot {plot.name}")
+    names = [f["file"] for f in per_file]
+    parts = pool_by_part(names, [f["metrics"] for f in per_file])
+    for part in PARTS:
+        d = parts[part].get(DECISION)
+        if d is not None:
+            say(f"skab {part}: agent decision F1 {d.f1:.3f} FAR {d.far_pct:.1f}% MAR "
+                f"{d.mar_pct:.1f}%")
     return {
+        "split": {
+            "rule": SPLIT_RULE,
+            "files": {part: [n for n in names if part_of(n) == part] for part in PARTS},
+            "pooled": {part: {k: v.as_dict() for k, v in {**parts[part],
+                                                          **base.get(part, {})}.items()}
+                       for part in PARTS}},
         "protocol": f"valve1, fit on rows :{TRAIN_ROWS} of each file, score rows "
                     f"{TRAIN_ROWS}: against `anomaly`, counts pooled over files",
         "pooled": {k: v.as_dict() for k, v in everything.items()},
