@@ -41,8 +41,58 @@ def alert_runs(active: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1, strict=True))
 
 
-def one_pod(seed: int, configs: list[str], work: Path, fit_overrides: dict[str, Any]
-            ) -> dict[str, Any]:
+CHOSEN, CONFIRMED = (1, 2, 3, 4), (5, 6, 7, 8)  # the seeds defaults were chosen / confirmed on
+PANELS = (("PM2.5 PMS", "pm25_pms"), ("PM2.5 OPC", "pm25_opc"), ("PM2.5 Dylos", "pm25_dylos"),
+          ("O3", "o3_"), ("NO2", "no2_"), ("weather", ""))
+
+
+def plot_pod(path: Path, seed: int, table: Any, faults: list[dict[str, Any]],
+             runs: list[tuple[float, float]], caught: list[bool]) -> Path:
+    """The streamed days of one pod: each sensor family in a panel, value faults shaded
+    (green: caught, orange: missed) and labelled, alerts as red bars under each panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from firmware_sim.demo_report import epoch
+
+    ts = np.asarray(table.timestamps, dtype=float).astype("datetime64[s]")
+    values = np.asarray(table.values, dtype=float)
+    fig, axes = plt.subplots(len(PANELS), 1, figsize=(14, 2.1 * len(PANELS)), sharex=True)
+    families = {name: [j for j, c in enumerate(table.channels) if prefix and c.startswith(prefix)]
+                for name, prefix in PANELS}
+    families["weather"] = [j for j, c in enumerate(table.channels)
+                           if not any(j in v for k, v in families.items() if k != "weather")]
+    for ax, (name, _) in zip(axes, PANELS, strict=True):
+        for j in families[name]:
+            ax.plot(ts, values[:, j], lw=0.6, label=table.channels[j])
+        ax.set_ylabel(name, fontsize=8)
+        ax.legend(loc="upper left", fontsize=6, ncol=3)
+        low, high = ax.get_ylim()
+        for fault, hit in zip(faults, caught, strict=True):
+            if not any(ch in [table.channels[j] for j in families[name]]
+                       for ch in fault["channels"]):
+                continue
+            start, end = (np.datetime64(int(epoch(fault[k])), "s") for k in ("start", "end"))
+            ax.axvspan(start, end + np.timedelta64(60, "s"), color="tab:green" if hit
+                       else "tab:orange", alpha=0.3)
+            ax.text(start, high, f"{fault['type']} {fault['channels'][0]}", fontsize=6,
+                    va="top", color="darkgreen" if hit else "darkorange")
+        for a, b in runs:
+            ax.plot([np.datetime64(int(a), "s"), np.datetime64(int(b), "s")], [low, low],
+                    color="red", lw=4, solid_capstyle="butt")
+    axes[0].set_title(f"pod {seed}: {sum(caught)} of {len(caught)} value faults caught "
+                      f"(green caught, orange missed), alerts in red")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def one_pod(seed: int, configs: list[str], work: Path, fit_overrides: dict[str, Any],
+            plot_dir: Path | None = None) -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from edge.replay import replay_table
     from edge.table import read_table
@@ -54,7 +104,8 @@ def one_pod(seed: int, configs: list[str], work: Path, fit_overrides: dict[str, 
     cfg = DemoConfig(seed=seed, fault_seed=seed + 100, report=False)
     sim = simulate(cfg, work / f"pod{seed}")
     faults = [f for f in sim.stream_faults if f["type"] not in INPUT_FAULTS]
-    out: dict[str, Any] = {"seed": seed, "faults": [f["type"] for f in faults], "configs": {}}
+    out: dict[str, Any] = {"seed": seed, "faults": [f["type"] for f in faults],
+                           "channels": [f["channels"][0] for f in faults], "configs": {}}
     for name in configs:
         config = dataclasses.replace(FitConfig(), units=cfg.units, train_stride=cfg.train_stride,
                                      report=False, force=True,
@@ -76,6 +127,10 @@ def one_pod(seed: int, configs: list[str], work: Path, fit_overrides: dict[str, 
         troubles = [e.trouble for e in result.events if e.state == "start"]
         out["configs"][name] = {"caught": caught, "delays": delays, "false": false,
                                 "troubles": troubles}
+        if plot_dir is not None:
+            out["configs"][name]["plot"] = str(plot_pod(
+                plot_dir / f"pod{seed}_{name.replace(' ', '_')}.png", seed, table, faults,
+                runs, caught))
     return out
 
 
@@ -110,12 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--defaults", action="store_true",
                         help="the trainer's defaults (no short LSTM training)")
     parser.add_argument("--json", type=Path, help="write the per-pod results here")
+    parser.add_argument("--plots", type=Path, help="write a plot per pod here (podN.png)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     configs = [c.strip() for c in args.configs.split(",")]
     overrides = {} if args.defaults else EXPERIMENT
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(one_pod, s, configs, args.work, overrides) for s in seeds]
+        futures = [pool.submit(one_pod, s, configs, args.work, overrides, args.plots)
+                   for s in seeds]
         results = []
         for future in futures:
             results.append(future.result())
@@ -131,13 +188,35 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def run_bench(work: Path, seeds: list[int], say: Any) -> dict[str, Any]:
-    """`make bench`: every seed with the recipe's defaults (and 4 LSTM epochs: no member)."""
+def by_sensor(results: list[dict[str, Any]], config: str) -> list[str]:
+    """Faults caught per sensor family (the faulty channel's name up to its number)."""
+    families: dict[str, list[bool]] = {}
+    for r in results:
+        for channel, hit in zip(r.get("channels", []), r["configs"][config]["caught"],
+                                strict=True):
+            family = channel.rstrip("0123456789").rstrip("_")
+            families.setdefault(family, []).append(hit)
+    return [f"{k} {sum(v)}/{len(v)}" for k, v in sorted(families.items())]
+
+
+def run_bench(work: Path, seeds: list[int], say: Any, plot_dir: Path | None = None
+              ) -> dict[str, Any]:
+    """`make bench`: every seed with the recipe's defaults (and 4 LSTM epochs: no member),
+    the chosen-on and confirmed-on seeds apart, a plot per pod into `plot_dir`."""
     results = []
     for seed in seeds:
-        results.append(one_pod(seed, ["recipe"], work, EXPERIMENT))
+        results.append(one_pod(seed, ["recipe"], work, EXPERIMENT, plot_dir))
         say(f"pods {len(results)}/{len(seeds)}: seed {seed}")
-    return {"seeds": seeds, "results": results, "lines": summarise(results, ["recipe"])}
+    lines = summarise(results, ["recipe"])
+    for label, part in (("chosen on", CHOSEN), ("confirmed on", CONFIRMED)):
+        picked = [r for r in results if r["seed"] in part]
+        if picked:
+            lines += [f"-- {label} seeds {', '.join(str(r['seed']) for r in picked)}:",
+                      *summarise(picked, ["recipe"])[2:]]
+    lines.append("by sensor: " + ", ".join(by_sensor(results, "recipe")))
+    plots = [r["configs"]["recipe"].get("plot") for r in results]
+    return {"seeds": seeds, "results": results, "lines": lines,
+            "plots": [p for p in plots if p]}
 
 
 def pods_section(result: dict[str, Any]) -> list[str]:
@@ -147,4 +226,7 @@ def pods_section(result: dict[str, Any]) -> list[str]:
             "LSTM epochs: no member), the streamed days replayed; a fault is caught when an "
             "alert is open on one of its rows, a false alarm is an alert on none. Seeds 1-4 "
             "chose the per-sensor threshold margin, 5-8 confirmed it (`export/recipes.py`).",
-            "", "```", *result["lines"], "```", ""]
+            "", "```", *result["lines"], "```", "",
+            *([f"Plots per pod (faults shaded, alerts in red): "
+               f"{', '.join(f'`{p}`' for p in result['plots'])}", ""]
+              if result.get("plots") else [])]
