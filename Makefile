@@ -39,7 +39,15 @@ test: setup
 demo: setup
 	$(BIN)/python -m firmware_sim.demo
 
-bench: setup
+# The benchmarks' extras; tsb-ad (TSB-AD's metric code) without its dependencies: it pins
+# numpy<2 and pulls torch and transformers, which its evaluation code never imports.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[train,sim,dev,bench]"
+	$(BIN)/python -m pip install --quiet --no-deps "tsb-ad==1.5"
+	@touch $(BENCH_STAMP)
+
+bench: setup $(BENCH_STAMP)
 	$(BIN)/python -m tests.bench.run_all
 
 # The device install and replays on the Pi's architectures (Debian bookworm arm64 and armhf

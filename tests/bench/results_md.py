@@ -221,6 +221,10 @@ def render(results: dict[str, Any]) -> str:
         body += skab_section(results["skab"])
     if "nab" in results:
         body += nab_section(results["nab"])
+    if "tsbad" in results:
+        from tests.bench.tsbad import render as tsbad_section
+
+        body += tsbad_section(results["tsbad"])
     if "device" in results:
         body += device_section(results["device"])
     if "e2e" in results:

@@ -1,8 +1,9 @@
-"""`make bench`: detection quality on SKAB and NAB, device cost and MQTT end to end.
+"""`make bench`: detection quality on SKAB, NAB and TSB-AD's MSL files, device cost and MQTT
+end to end.
 
     python -m tests.bench.run_all                  # everything (needs ../shared/data)
     python -m tests.bench.run_all --only skab,device --workers 1
-    python -m tests.bench.run_all --quick          # 3 SKAB + 4 NAB files, fewer e2e steps
+    python -m tests.bench.run_all --quick          # 3 SKAB + 4 NAB + 2 TSB-AD files, fewer e2e
 
 Reads the benchmark data from --data, $EDGE_BENCH_DATA or ../shared/data (exit 2 when it is
 not there); writes `results.json` and `results.md` (printed at the end) and the SKAB comparison
@@ -26,7 +27,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from tests.bench import closed_loop, device_cost, e2e, fleet, nab_corpus, pods, skab
+from tests.bench import closed_loop, device_cost, e2e, fleet, nab_corpus, pods, skab, tsbad
 from tests.bench.harness import (
     BENCH_DIR,
     DATA_ENV,
@@ -39,7 +40,7 @@ from tests.bench.harness import (
 )
 from tests.bench.results_md import render
 
-SECTIONS = ("skab", "nab", "device", "e2e", "loop", "pods", "fleet")
+SECTIONS = ("skab", "nab", "tsbad", "device", "e2e", "loop", "pods", "fleet")
 MEMORY_FILE = "realKnownCause/nyc_taxi.csv"  # a one-channel bundle with the device memory
 
 
@@ -50,6 +51,8 @@ def missing_data(root: Path, sections: Sequence[str]) -> list[str]:
         needs.append(root / "skab" / "valve1")
     if "nab" in sections:
         needs += [root / "nab" / "data", root / "nab" / "labels" / "combined_windows.json"]
+    if "tsbad" in sections:
+        needs += [root / "tsbad" / "M", root / "tsbad" / "published_vus_pr_M.csv"]
     return [str(p) for p in needs if not p.exists()]
 
 
@@ -147,6 +150,12 @@ class Run:
                                  ][:4]
                 futures.update({f: "nab" for f in nab_corpus.submit(pool, self.root, nab_files,
                                                                      self.work)})
+            tsb_files: list[tsbad.TsbFile] = []
+            if "tsbad" in self.sections:
+                tsb_files = tsbad.tsbad_files(self.root, tsbad.KINDS)
+                if quick:
+                    tsb_files = tsb_files[:2]
+                futures.update({f: "tsbad" for f in tsbad.submit(pool, tsb_files, self.work)})
             self.say(f"fitting {len(futures)} bundles in {self.args.workers} worker processes "
                      f"(trainer defaults); work folder {self.work}")
             base = skab.baselines_by_part(files) if "skab" in self.sections else {}
@@ -156,8 +165,9 @@ class Run:
 
     def collect(self, futures: dict[Future[dict[str, Any]], str], base: Any,
                 nab_files: list[Any]) -> None:
-        totals = {k: sum(1 for v in futures.values() if v == k) for k in ("skab", "nab")}
-        done: dict[str, list[dict[str, Any]]] = {"skab": [], "nab": [], "pump": []}
+        totals = {k: sum(1 for v in futures.values() if v == k)
+                  for k in ("skab", "nab", "tsbad")}
+        done: dict[str, list[dict[str, Any]]] = {"skab": [], "nab": [], "pump": [], "tsbad": []}
         for future in as_completed(futures):
             kind = futures[future]
             try:
@@ -175,6 +185,19 @@ class Run:
                          f"{result['fit_s']:.0f} s")
             elif kind == "skab":
                 self.say(skab.progress_line(len(done["skab"]), totals["skab"], result))
+            elif kind == "tsbad":
+                self.say(tsbad.progress_line(len(done["tsbad"]), totals["tsbad"], result))
+                if len(done["tsbad"]) == totals["tsbad"]:
+                    self.timings["tsbad (fits in parallel with the rest)"] = self.say.elapsed
+                    kinds = sorted({r["kind"] for r in done["tsbad"]})
+                    self.results["tsbad"] = tsbad.summarise(
+                        done["tsbad"], {k: tsbad.published(self.root, k) for k in kinds})
+                    m = self.results["tsbad"]["M"]["means"] if "M" in kinds else None
+                    if m:
+                        self.say(f"tsbad: M mean VUS-PR {m['all']['vus_pr']:.3f} (choose "
+                                 f"{m['choose']['vus_pr']:.3f}, confirm "
+                                 f"{m['confirm']['vus_pr']:.3f}); published best per file "
+                                 f"{m['all']['published_best']:.3f}")
             else:
                 self.say(nab_corpus.progress_line(len(done["nab"]), totals["nab"], result))
             if kind == "skab" and len(done["skab"]) == totals["skab"] and \

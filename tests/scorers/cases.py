@@ -219,6 +219,47 @@ def _taught_behaviour() -> None:
     assert (taught[:3] < 4.5).all() and np.array_equal(taught[3:], model[3:]), taught
 
 
+CHANNEL_SHAPES = {"centroids": [[[0.0, 0.0, 0.0], [1.0, -1.0, 0.5]], [[0.5, 0.5, 0.5]]],
+                  "spread": [2.0, 0.5]}
+
+
+def _channel_kmeans_reference(stream: Stream) -> FloatArray:
+    out = []
+    for window in stream["windows"]:
+        per = []
+        for c, cents, spread in zip((0, 2), CHANNEL_SHAPES["centroids"],
+                                    CHANNEL_SHAPES["spread"], strict=True):
+            x = window[-3:, c]
+            per.append(min(float(np.sqrt(np.sum((x - np.array(v)) ** 2))) for v in cents)
+                       / spread)
+        out.append(max(per))
+    return np.array(out)
+
+
+def _channel_kmeans_behaviour() -> None:
+    """A quiet channel's unusual stretch counts in its own spread, and the alert names it;
+    a channel left out (a state channel) is not judged whatever it does."""
+    from edge.scorers.channel_kmeans import ChannelKmeansScorer, ChannelKmeansScorerSpec
+    from tests.scorers.harness import ArrayInputs
+
+    spec = ChannelKmeansScorerSpec.model_validate(
+        {"name": "ck", "kind": "channel_kmeans", "channels": ["busy", "quiet"], "rows": 2,
+         "centroids": [[[0.0, 0.0]], [[0.0, 0.0]]], "spread": [10.0, 0.1],
+         "threshold": THRESHOLD})
+    manifest = type("M", (), {"channels": ["busy", "quiet", "state"]})()
+    scorer = ChannelKmeansScorer(spec, manifest)  # type: ignore[arg-type]
+    windows = np.zeros((3, 2, 3))
+    windows[0, :, 0] = 5.0  # the busy channel within its spread
+    windows[1, -1, 1] = 0.5  # the quiet channel five spreads off
+    windows[2, :, 2] = 1.0  # the state channel switched: not judged
+    from edge.scorers.base import ScoringBatch
+
+    batch = ScoringBatch(windows, np.full(3, np.nan), ArrayInputs(windows))  # type: ignore[arg-type]
+    scores = scorer.score(batch, {})
+    assert scores[1] > 1.0 > scores[0] and scores[2] == 0.0
+    assert batch.channel_scores["ck"][1].argmax() == 1
+
+
 CASES: dict[str, Case] = {
     "lstm_ae": Case(
         {"name": "lstm", "kind": "lstm_ae", "threshold": THRESHOLD},
@@ -272,6 +313,13 @@ CASES: dict[str, Case] = {
          "threshold": {"value": 1.0, "method": "tolerance"}},
         lambda s: np.abs(s["windows"][:, -1, [0, 2]]).max(axis=1),
         (("channels", []),)),
+    "channel_kmeans": Case(
+        {"name": "channel_kmeans", "kind": "channel_kmeans", "channels": ["ch0", "ch2"],
+         "rows": 3, "threshold": THRESHOLD, **CHANNEL_SHAPES},
+        _channel_kmeans_reference,
+        (("rows", 0), ("spread", [1.0, 0.0]), ("centroids", [[[0.0, 0.0]], [[1.0, 1.0]]]),
+         ("channels", ["ch0", "ch0"])),
+        behaviour=_channel_kmeans_behaviour),
 }
 
 

@@ -1,0 +1,86 @@
+"""kind `channel_kmeans`: each channel's recent shape against the shapes it had in training,
+each channel in its own spread; the largest over channels.
+
+Per judged channel, the last `rows` scaled values of the window are a subsequence; its
+Euclidean distance to the nearest of that channel's KMeans centroids (fitted on the training
+windows' subsequences of that channel alone) is divided by the channel's `spread`, the largest
+such distance on the held-out normal windows. One channel is thus judged by its own normal
+shapes and its own calibration, so a quiet channel's unusual stretch counts as much as a busy
+one's, and a channel with many command steps (0/1) does not drown the others as it does in a
+joint distance over all channels. Per channel (`channel_scores`), so the alert names the
+channel. Stateless: the centroids are the bundle's.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from edge.scorers.base import FloatArray, ManifestView, Scorer, ScoringBatch, Stateful
+from edge.scorers.spec import ScorerSpec
+
+
+class ChannelKmeansScorerSpec(ScorerSpec):
+    kind: Literal["channel_kmeans"]
+    channels: list[str] = Field(min_length=1, description="the channels judged, each once")
+    rows: int = Field(ge=1, description="the window's last rows: one subsequence a channel")
+    centroids: list[list[list[float]]] = Field(
+        min_length=1, description="per judged channel: its centroids, each `rows` values")
+    spread: list[float] = Field(
+        min_length=1, description="per judged channel: its held-out distance scale, > 0")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ChannelKmeansScorerSpec:
+        n = len(self.channels)
+        if len(set(self.channels)) != n:
+            raise ValueError("channels must each be named once")
+        if len(self.centroids) != n or len(self.spread) != n:
+            raise ValueError(f"centroids and spread need one entry per channel ({n})")
+        if any(len(c) < 1 or any(len(v) != self.rows for v in c) for c in self.centroids):
+            raise ValueError(f"each channel needs one or more centroids of {self.rows} values")
+        if not all(s > 0 for s in self.spread):
+            raise ValueError("spread values must be positive")
+        return self
+
+
+class ChannelKmeansScorer(Scorer):
+    kind: ClassVar[str] = "channel_kmeans"
+    spec_type = ChannelKmeansScorerSpec
+
+    def __init__(self, spec: ScorerSpec, manifest: ManifestView) -> None:
+        super().__init__(spec, manifest)
+        assert isinstance(spec, ChannelKmeansScorerSpec)
+        self.index = np.array([manifest.channels.index(c) for c in spec.channels], dtype=int)
+        self.rows = spec.rows
+        self.centroids = [np.asarray(c, dtype=np.float64) for c in spec.centroids]
+        self.spread = np.asarray(spec.spread, dtype=np.float64)
+
+    @classmethod
+    def check(cls, spec: ScorerSpec, manifest: ManifestView) -> None:
+        assert isinstance(spec, ChannelKmeansScorerSpec)
+        strange = [c for c in spec.channels if c not in manifest.channels]
+        if strange:
+            raise ValueError(f"scorer {spec.name!r}: channels {strange} are not channels")
+        length = manifest.window.length
+        if spec.rows > length:
+            raise ValueError(f"scorer {spec.name!r}: rows {spec.rows} exceed the window's "
+                             f"{length}")
+
+    def channel_scores(self, windows: FloatArray) -> FloatArray:
+        """(B, judged channels) each channel's nearest-centroid distance in its spreads."""
+        recent = windows[:, -self.rows:, :]
+        out = np.empty((windows.shape[0], self.index.size))
+        for j, (c, cent) in enumerate(zip(self.index, self.centroids, strict=True)):
+            x = recent[:, :, c]  # (B, rows)
+            d2 = (x * x).sum(axis=1)[:, None] - 2.0 * x @ cent.T + (cent * cent).sum(axis=1)
+            out[:, j] = np.sqrt(np.maximum(d2.min(axis=1), 0.0)) / self.spread[j]
+        return out
+
+    def score(self, batch: ScoringBatch, state: dict[str, Stateful]) -> FloatArray:
+        per = self.channel_scores(batch.windows)
+        full = np.zeros((len(batch), self.channels))
+        full[:, self.index] = per
+        batch.channel_scores[self.name] = full
+        return np.asarray(per.max(axis=1))

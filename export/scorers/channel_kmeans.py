@@ -1,0 +1,88 @@
+"""Fit the `channel_kmeans` scorer (`edge.scorers.channel_kmeans`): per judged channel, KMeans
+centroids of its subsequences of `rows` values and the scale of its distances.
+
+Judged are the channels with more than two distinct values in the training rows: a constant
+one is the `flat` scorer's, and a two-valued one is a state (a command, a switch, a valve open
+or shut) whose every step a shape distance would take for an anomaly. Per channel, the
+centroids are fitted on the subsequences of the first `1 - spread_share` of the training
+windows and the channel's spread is the largest distance of the rest's (floored at
+`MIN_SPREAD` scaled units), so each channel is judged in units of its own unseen-but-normal
+variation. No judged channel, no scorer.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar
+
+import numpy as np
+
+from export.errors import InputError
+from export.scorers.base import FloatArray, Option, TrainerScorer, TrainingData
+
+MIN_SPREAD = 1e-3  # scaled units: a channel whose held-back subsequences all sit on centroids
+
+
+def judged_channels(rows: FloatArray) -> list[int]:
+    """Channels with more than two distinct (finite) values in the training rows."""
+    out = []
+    for c in range(rows.shape[1]):
+        values = rows[:, c][np.isfinite(rows[:, c])]
+        if np.unique(values).size > 2:
+            out.append(c)
+    return out
+
+
+def centroids_of(subsequences: FloatArray, k: int, seed: int) -> FloatArray:
+    """KMeans centroids (at most k, at most the distinct subsequences)."""
+    from sklearn.cluster import KMeans
+
+    distinct = np.unique(subsequences, axis=0).shape[0]
+    n = max(1, min(k, distinct))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning on few distinct points
+        km = KMeans(n_clusters=n, n_init=4, random_state=seed).fit(subsequences)
+    return np.asarray(km.cluster_centers_, dtype=np.float64)
+
+
+def nearest(x: FloatArray, centroids: FloatArray) -> FloatArray:
+    """(N,) Euclidean distance of each row of x to its nearest centroid."""
+    d2 = ((x[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+    return np.asarray(np.sqrt(d2.min(axis=1)))
+
+
+class ChannelKmeansTrainer(TrainerScorer):
+    kind = "channel_kmeans"
+    options: ClassVar[dict[str, Option]] = {
+        "rows": Option(int, 16, "rows per subsequence (at most the window)"),
+        "clusters": Option(int, 16, "KMeans centroids per channel"),
+        "spread_share": Option(float, 0.2, "share of the training windows held back for each "
+                                           "channel's spread"),
+    }
+
+    @classmethod
+    def fit(cls, data: TrainingData, options: dict[str, Any]) -> list[dict[str, Any]]:
+        windows = data.windows
+        if windows is None:
+            raise InputError("--scorers channel_kmeans needs the training windows")
+        rows = min(int(options["rows"]), windows.shape[1])
+        k, share = int(options["clusters"]), float(options["spread_share"])
+        if rows < 1 or k < 1 or not 0.0 < share < 1.0:
+            raise InputError("--scorer-options channel_kmeans: rows and clusters must be at "
+                             "least 1, spread_share between 0 and 1")
+        judged = judged_channels(data.rows)
+        if not judged:
+            return []
+        n = windows.shape[0]
+        cut = max(1, min(n - 1, round(n * (1.0 - share))))
+        recent = windows[:, -rows:, :]
+        centroids, spread = [], []
+        for c in judged:
+            x = np.nan_to_num(recent[:, :, c])
+            cent = centroids_of(x[:cut], k, data.config.seed)
+            held = nearest(x[cut:], cent)
+            centroids.append(cent.tolist())
+            spread.append(max(float(held.max()) if held.size else 0.0, MIN_SPREAD))
+        return [{"name": "channel_kmeans", "kind": "channel_kmeans",
+                 "channels": [data.channels[c] for c in judged], "rows": rows,
+                 "centroids": centroids, "spread": spread}]

@@ -1,0 +1,142 @@
+"""The `channel_kmeans` kind on small synthetic data (trainer and device), and the helpers of
+the TSB-AD benchmark (tests/bench/tsbad.py) that need no benchmark data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.scorers.base import ScoringBatch
+from edge.scorers.channel_kmeans import ChannelKmeansScorer, ChannelKmeansScorerSpec
+from export.config import FitConfig
+from export.scorers.base import TrainingData
+from export.scorers.channel_kmeans import ChannelKmeansTrainer, judged_channels
+from tests.scorers.harness import ArrayInputs
+
+WINDOW = 16
+
+
+def plant(n: int = 1200, seed: int = 0) -> np.ndarray:
+    """(n, 4): a periodic telemetry channel, a command channel (0/1 steps), a constant
+    channel and a noisy level."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    telemetry = np.sin(2 * np.pi * t / 40) + 0.05 * rng.normal(size=n)
+    command = ((t // 97) % 2).astype(float)
+    return np.column_stack([telemetry, command, np.zeros(n), 0.3 * rng.normal(size=n)])
+
+
+def windows_of(rows: np.ndarray) -> np.ndarray:
+    return np.stack([rows[i : i + WINDOW] for i in range(len(rows) - WINDOW + 1)])
+
+
+def fitted(rows: np.ndarray) -> tuple[ChannelKmeansScorer, ChannelKmeansScorerSpec]:
+    channels = ["telemetry", "command", "constant", "level"]
+    data = TrainingData(channels, rows, np.arange(len(rows)) * 60.0, FitConfig(),
+                        windows_of(rows))
+    (raw,) = ChannelKmeansTrainer.fit(data, {"rows": 16, "clusters": 16, "spread_share": 0.2})
+    spec = ChannelKmeansScorerSpec.model_validate(
+        {**raw, "threshold": {"value": 1.2, "method": "quantile"}})
+    manifest = type("M", (), {"channels": channels})()
+    return ChannelKmeansScorer(spec, manifest), spec  # type: ignore[arg-type]
+
+
+def scores(scorer: ChannelKmeansScorer, rows: np.ndarray) -> tuple[np.ndarray, ScoringBatch]:
+    w = windows_of(rows)
+    batch = ScoringBatch(w, np.full(len(w), np.nan), ArrayInputs(w))  # type: ignore[arg-type]
+    return scorer.score(batch, {}), batch
+
+
+def test_state_and_constant_channels_are_not_judged() -> None:
+    rows = plant()
+    assert judged_channels(rows) == [0, 3]
+    _, spec = fitted(rows[:800])
+    assert spec.channels == ["telemetry", "level"] and spec.rows == 16
+    assert all(s > 0 for s in spec.spread)
+
+
+def test_a_changed_shape_scores_high_and_names_its_channel() -> None:
+    rows = plant(1600, seed=1)
+    scorer, _ = fitted(rows[:800])
+    normal, _ = scores(scorer, rows[800:1200])
+    assert np.quantile(normal, 0.99) < 1.5
+    broken = rows[1200:].copy()
+    broken[200:260, 0] = broken[200:260, 0] * 0.2 + 0.8  # the oscillation flattens
+    s, batch = scores(scorer, broken)
+    assert s[200:245].max() > 1.5 * np.quantile(normal, 0.99)
+    peak = int(s.argmax())
+    assert batch.channel_scores["channel_kmeans"][peak].argmax() == 0
+
+
+def test_command_steps_are_no_anomaly() -> None:
+    rows = plant(1600, seed=2)
+    scorer, _ = fitted(rows[:800])
+    toggled = rows[800:].copy()
+    toggled[:, 1] = 1.0 - toggled[:, 1]  # every step moved: the scorer does not look
+    a, _ = scores(scorer, rows[800:])
+    b, _ = scores(scorer, toggled)
+    assert np.array_equal(a, b)
+
+
+def test_no_judged_channel_no_scorer() -> None:
+    rows = plant()[:, 1:3]  # the command and the constant channel only
+    data = TrainingData(["command", "constant"], rows, np.arange(len(rows)) * 60.0,
+                        FitConfig(), windows_of(rows))
+    assert ChannelKmeansTrainer.fit(data, {"rows": 16, "clusters": 16,
+                                           "spread_share": 0.2}) == []
+
+
+# ---- the TSB-AD benchmark's helpers ---------------------------------------------------------
+
+def test_tsbad_file_names_and_the_fixed_split(tmp_path: Path) -> None:
+    from tests.bench.tsbad import parse_name
+
+    f = parse_name(tmp_path / "014_MSL_id_13_Sensor_tr_1525_1st_4575.csv", "M")
+    assert (f.idx, f.train_rows, f.first_anomaly, f.half) == (14, 1525, 4575, "choose")
+    assert parse_name(tmp_path / "003_MSL_id_2_Sensor_tr_883_1st_1238.csv", "M").half == \
+        "confirm"
+    with pytest.raises(ValueError):
+        parse_name(tmp_path / "something.csv", "M")
+
+
+def test_warm_up_rows_get_the_first_score() -> None:
+    from tests.bench.tsbad import fill_warmup
+
+    out = fill_warmup([np.nan, np.nan, 2.0, np.nan, 3.0])
+    assert out.tolist() == [2.0, 2.0, 2.0, 2.0, 3.0]
+    assert fill_warmup([np.nan, np.nan]).tolist() == [0.0, 0.0]
+
+
+def test_the_sensor_csv_reads_back_with_the_agent_reader(tmp_path: Path) -> None:
+    from edge.table import read_table
+    from tests.bench.tsbad import PERIOD_S, load, write_sensor_csv
+
+    src = tmp_path / "001_X_id_1_Sensor_tr_3_1st_4.csv"
+    src.write_text("0,1,2,Label\n-1.0,0,1,0\n-0.5,0,1,0\n0.25,1,1,0\n0.5,1,1,1\n")
+    columns, data, labels = load(src)
+    assert columns == ["0", "1", "2"] and labels.tolist() == [0, 0, 0, 1]
+    out = tmp_path / "s.csv"
+    write_sensor_csv(out, columns, data)
+    table = read_table(out)
+    assert table.channels == columns and table.labels is None
+    assert np.array_equal(table.values, data)
+    assert np.allclose(np.diff(table.timestamps), PERIOD_S)
+
+
+def test_tsbad_metrics_rank_a_good_score_above_a_constant() -> None:
+    pytest.importorskip("TSB_AD.evaluation.basic_metrics")
+    pytest.importorskip("statsmodels")
+    from tests.bench.tsbad import sliding_window, tsbad_metrics
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros(1000, dtype=int)
+    labels[600:650] = 1
+    good = rng.random(1000) * 0.1 + labels
+    m_good = tsbad_metrics(good, labels, 20)
+    m_flat = tsbad_metrics(np.zeros(1000), labels, 20)
+    assert m_good["vus_pr"] > 0.8 > 0.2 > m_flat["vus_pr"]
+    assert m_good["auc_pr"] > 0.9
+    wave = np.sin(2 * np.pi * np.arange(2000) / 50)
+    assert sliding_window(wave) == 50
