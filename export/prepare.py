@@ -5,7 +5,12 @@ kept); `--rows` picks training rows (file order); label-anomalous rows are left 
 training; NaN are forward-filled exactly as the device's `ForwardFill` does (the training
 median before the first valid value); a gap longer than `max_gap_s` restarts the window.
 Per channel a variance-stabilising transform and a robust scale are fitted on the first
-(1 - holdout) of the clean training rows; the rest is held out for calibration.
+(1 - holdout) of the clean training rows; the rest is held out for calibration. Twin sensors
+(`export.twins`: one stem, a trailing number, correlated) share one transform: the one of
+none/sqrt/log1p on which they agree best (the smallest 99th percentile of each member's
+robust-scaled residual against its twins), since a sensor is judged against its twins on
+that scale and a residual that swings with the level of what they measure (a per-unit
+gain, on the linear scale) would set its threshold.
 
 A channel constant in all the training rows (value v; a valve position, a door sensor, a
 setpoint) is kept: its scale is its tolerance, `flat_tolerance` x max(|v|, 1) in its own
@@ -29,6 +34,7 @@ from edge.table import Table, TableError, read_table
 from export.config import FitConfig
 from export.errors import InputError
 from export.recipes import resolve
+from export.twins import twin_groups
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -251,9 +257,11 @@ def flat_tolerance(value: float, config: FitConfig) -> float:
     return float(config.flat_tolerance * max(abs(value), 1.0))
 
 
-def fit_channel(name: str, raw: FloatArray, config: FitConfig) -> tuple[ChannelPreprocess, dict]:
-    """Transform and robust scale of one channel from its valid fit-row values; a constant
-    channel is scaled by its tolerance around its value (`flat_tolerance`)."""
+def fit_channel(name: str, raw: FloatArray, config: FitConfig,
+                transform: str | None = None) -> tuple[ChannelPreprocess, dict]:
+    """Transform and robust scale of one channel from its valid fit-row values (`transform`:
+    the one of its twin group, else its own choice); a constant channel is scaled by its
+    tolerance around its value (`flat_tolerance`)."""
     values = raw[np.isfinite(raw)]
     if values.size == 0:
         raise InputError(
@@ -268,7 +276,7 @@ def fit_channel(name: str, raw: FloatArray, config: FitConfig) -> tuple[ChannelP
         )  # type: ignore[arg-type]
         return flat, {"transform": "none", "constant": True, "value": value,
                       "tolerance": tolerance, "scale_from": "flat_tolerance"}
-    kind, skews = choose_transform(values, config)
+    kind, skews = (transform, {}) if transform is not None else choose_transform(values, config)
     center, scale, how = _robust_scale(apply_transform(kind, values), config.scale_sd_floor or 0.0)
     spec = ChannelPreprocess(
         name=name,
@@ -284,6 +292,41 @@ def fit_channel(name: str, raw: FloatArray, config: FitConfig) -> tuple[ChannelP
         "scale_from": how,
     }
     return spec, info
+
+
+def twin_transforms(data: Dataset, fit_rows: BoolArray, flat: tuple[str, ...],
+                    config: FitConfig) -> dict[str, str]:
+    """One transform per twin group (members not constant in training): with `--transform
+    auto`, the one on which the members agree best (`agreement`) on the fit rows, else the
+    configured one; channel -> transform."""
+    raw = data.raw[fit_rows]
+    known = np.isfinite(raw)
+    first = np.array([raw[known[:, j], j][0] if known[:, j].any() else 0.0
+                      for j in range(raw.shape[1])])  # back-fills a leading gap
+    rows = forward_fill(raw, first)
+    movable = [j for j, name in enumerate(data.channels) if name not in flat]
+    shared: dict[str, str] = {}
+    for group in twin_groups([data.channels[j] for j in movable], rows[:, movable]):
+        members = [movable[i] for i in group]
+        values = raw[:, members]
+        values = values[np.isfinite(values).all(axis=1)]
+        if config.transform not in ("auto", None):
+            kind, _ = choose_transform(values.ravel(), config)
+        else:
+            kinds = ["none"] + (["sqrt", "log1p"] if values.min() >= 0 else [])
+            kind = min(kinds, key=lambda k: agreement(apply_transform(k, values)))
+        shared.update({data.channels[j]: kind for j in members})
+    return shared
+
+
+def agreement(values: FloatArray) -> float:
+    """How far twins (columns) stray from each other: the mean over members of the 99th
+    percentile of |member - mean of the others|, each member robust-scaled first."""
+    scaled = np.column_stack([(v - c) / s for v, (c, s, _) in
+                              ((v, _robust_scale(v)) for v in values.T)])
+    k = scaled.shape[1]
+    residual = scaled - (scaled.sum(axis=1, keepdims=True) - scaled) / (k - 1)
+    return float(np.mean(np.percentile(np.abs(residual), 99, axis=0)))
 
 
 def training_range(scaled: FloatArray, constant: BoolArray | None = None,
@@ -316,21 +359,12 @@ def iqr_fences(scaled: FloatArray, k: float, constant: BoolArray | None = None) 
 
 
 def constant_channels(data: Dataset, fit_rows: BoolArray, usable: BoolArray) -> tuple[str, ...]:
-    """Channels constant in all the normal training rows; InputError for one constant in the
-    fit rows only (its scale would be 0 while the held-out rows move)."""
-    out = []
-    for j, name in enumerate(data.channels):
-        if not is_constant(data.raw[fit_rows, j]):
-            continue
-        if not is_constant(data.raw[usable, j]):
-            values = data.raw[fit_rows, j]
-            raise InputError(
-                f"channel {name!r} is constant in the training rows before the held-out part "
-                f"(value {values[np.isfinite(values)][0]:g}) but moves in the held-out ones: "
-                "use --rows where it moves in both, or leave it out with --channels"
-            )
-        out.append(name)
-    return tuple(out)
+    """Channels constant in the fit rows (the normal training rows before the held-out part).
+    One that moves in the held-out rows only (a command channel, a switch used once) is
+    constant too: its fit rows give no scale, so it is scaled by its tolerance and judged by
+    `flat` like the others, and its moves in the held-out rows are departures."""
+    return tuple(name for j, name in enumerate(data.channels)
+                 if is_constant(data.raw[fit_rows, j]))
 
 
 def _check_missing(data: Dataset, rows: BoolArray, limit: float) -> None:
@@ -415,8 +449,11 @@ def prepare(csv_path: Path, config: FitConfig) -> Prepared:
         )
 
     channels, info = [], {}
+    shared = twin_transforms(data, fit_rows, flat, config)
     for j, name in enumerate(data.channels):
-        spec, info[name] = fit_channel(name, data.raw[fit_rows, j], config)
+        spec, info[name] = fit_channel(name, data.raw[fit_rows, j], config, shared.get(name))
+        if name in shared:
+            info[name]["transform_of_twins"] = True
         channels.append(spec)
     preprocess = Preprocess(
         channels=channels, clip=config.clip, max_gap_s=max_gap, forecast=data.forecast

@@ -64,3 +64,36 @@ def test_a_sensor_leaving_its_twins_scores_high_and_the_graph_matches(tmp_path: 
     export_distance(model, tmp_path / "distance.onnx")
     parity = onnx_parity(tmp_path / "distance.onnx", model, x)
     assert parity["window_mahalanobis"] < 1e-4, parity
+
+
+def test_twins_share_one_transform_chosen_on_their_pooled_values(tmp_path: Path) -> None:
+    """Skewed twins whose own choices would differ get one transform; a lone channel and a
+    namesake that does not follow its group keep their own."""
+    from export.prepare import choose_transform, prepare
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    level = np.exp(rng.normal(2.5, 0.5, n))
+    pm = [level * g + rng.normal(0, noise, n) for g, noise in
+          ((1.0, 0.3), (1.1, 6.0), (0.9, 0.3))]  # the second is noisy: much less skewed
+    pm = [np.maximum(v, 0.0) for v in pm]
+    lone = rng.exponential(3.0, n)
+    stray = rng.exponential(3.0, n)  # named like a twin, follows nothing
+    columns = {"pm_1": pm[0], "pm_2": pm[1], "pm_3": pm[2], "temp": lone, "pm_4": stray}
+    config = FitConfig(window=8)
+    own = {k: choose_transform(v[: int(n * 0.75)], config)[0] for k, v in columns.items()}
+    assert len({own["pm_1"], own["pm_2"], own["pm_3"]}) > 1, own  # the case worth testing
+    csv = tmp_path / "pod.csv"
+    stamps = 1_700_000_000 + 60 * np.arange(n)
+    lines = ["timestamp," + ",".join(columns)]
+    lines += [f"{t}," + ",".join(f"{columns[k][i]:.5f}" for k in columns)
+              for i, t in enumerate(stamps)]
+    csv.write_text("\n".join(lines) + "\n")
+    prep = prepare(csv, config)
+    chosen = {c.name: c.transform for c in prep.preprocess.channels}
+    assert chosen["pm_1"] == chosen["pm_2"] == chosen["pm_3"]
+    pooled = np.concatenate([v[prep.fit_rows] for v in pm])
+    assert chosen["pm_1"] == choose_transform(pooled, config)[0]
+    assert chosen["temp"] == own["temp"] and chosen["pm_4"] == own["pm_4"]
+    assert prep.summary["channels"]["pm_2"]["transform_of_twins"] is True
+    assert "transform_of_twins" not in prep.summary["channels"]["temp"]
