@@ -56,14 +56,20 @@ def test_too_few_rows_for_the_window(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert_refused(code, out, capsys.readouterr().err, "too few rows", "--rows", "--window 16")
 
 
-def test_channel_constant_only_before_the_held_out_rows(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_channel_constant_only_before_the_held_out_rows(tmp_path: Path) -> None:
     """A channel constant in all the training rows is kept (tests/test_train_flat_and_parity.py);
-    one constant in the fit rows that moves in the held-out ones has no scale to fit."""
+    so is one constant in the fit rows that moves in the held-out ones only (a command channel
+    used late in the training rows; TSB-AD's MSL files have them): no scale to fit, so it is
+    scaled by its tolerance around its fit-row value and judged by `flat` like the others."""
+    from export.config import FitConfig
+    from export.prepare import prepare
+
     csv = write_csv(tmp_path / "d.csv", flat=["3.5"] * 225 + ["3.6"] * 75)
-    code, out = fit(tmp_path, csv)
-    assert_refused(code, out, capsys.readouterr().err, "'flat'", "constant", "held-out",
-                   "--channels")
+    prep = prepare(csv, FitConfig())
+    assert prep.flat == ("flat",)
+    spec = prep.preprocess.channels[prep.data.channels.index("flat")]
+    assert spec.center == 3.5 and spec.scale == pytest.approx(0.0035)
+    assert "flat" in (prep.config.ensemble_members or ())
 
 
 def test_mostly_missing_channel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
