@@ -61,6 +61,9 @@ explicitly is kept. Every figure below is measured with the real pipeline (`fit_
   heavy tails in normal operation: thresholds 9-13.5 spreads); per sensor at the 99.9th
   percentile of its own training rows x1.0/1.5/2.0: 28/28 with 24 false alarms, 24/28 with 8,
   24/28 with 2. Not run on pods 5-8, as nothing was chosen.
+  Nor is `twin_long` (each sensor's newest-row residual against its twins averaged over the
+  device's last 128 windows, for slope changes and drifts buried in reading noise): on pods 1-4
+  with the twin transforms, 25/28 with 2 false alarms against 25/28 with 0 without it.
   The seasonal profile (`--scorers seasonal`) is not a default member: on NAB (35 files, the
   bundles of the defaults, seasonal added as a member and fitted on each bundle's own fit
   rows, `tests/bench/experiments/seasonal_member.py`) only 3 files have two days of training

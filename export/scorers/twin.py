@@ -25,8 +25,9 @@ SENSOR_MARGIN = 1.25
 
 
 def sensor_threshold(heldout: FloatArray, data: TrainingData) -> Threshold:
-    """The configured calibration on the held-out scores, times SENSOR_MARGIN."""
-    base = calibrate.calibrate(heldout, data.config)
+    """The configured calibration on the held-out scores (those scored: a kind with a history
+    leaves its first windows unscored, NaN), times SENSOR_MARGIN."""
+    base = calibrate.calibrate(heldout[~np.isnan(heldout)], data.config)
     return Threshold(value=base.value * SENSOR_MARGIN, method=base.method,
                      params={**base.params, "sensor_margin": SENSOR_MARGIN})
 
@@ -46,8 +47,8 @@ class TwinGroupTrainer(TrainerScorer):
     threshold (`sensor_threshold`). No twins, no scorer."""
 
     @classmethod
-    def member_values(cls, readings: FloatArray, matrix: FloatArray, members: list[int]
-                      ) -> tuple[FloatArray, dict[str, Any]]:
+    def member_values(cls, readings: FloatArray, matrix: FloatArray, members: list[int],
+                      options: dict[str, Any]) -> tuple[FloatArray, dict[str, Any]]:
         """(B, members) what each member is judged on (NaN: not judged), and the kind's
         other spec fields, from the training windows' read values (NaN where filled)."""
         raise NotImplementedError
@@ -59,7 +60,7 @@ class TwinGroupTrainer(TrainerScorer):
         if not groups or readings is None:
             return []
         values, fields = cls.member_values(readings, twin_matrix(groups, len(data.channels)),
-                                           [i for g in groups for i in g])
+                                           [i for g in groups for i in g], options)
         center, spread = robust_center_spread(values)
         names = [[data.channels[i] for i in g] for g in groups]
         return [{"name": cls.kind, "kind": cls.kind, "groups": names, "center": center,
@@ -75,7 +76,7 @@ class TwinTrainer(TwinGroupTrainer):
     kind = "twin"
 
     @classmethod
-    def member_values(cls, readings: FloatArray, matrix: FloatArray, members: list[int]
-                      ) -> tuple[FloatArray, dict[str, Any]]:
+    def member_values(cls, readings: FloatArray, matrix: FloatArray, members: list[int],
+                      options: dict[str, Any]) -> tuple[FloatArray, dict[str, Any]]:
         """Each member's residual against its twins' mean, over the whole window."""
         return residual_mean(readings, matrix), {"rows": readings.shape[1]}

@@ -15,7 +15,7 @@ class TwinSpikeTrainer(TwinGroupTrainer):
     kind = "twin_spike"
 
     @classmethod
-    def member_values(cls, readings: FloatArray, matrix: FloatArray, members: list[int]
-                      ) -> tuple[FloatArray, dict[str, Any]]:
+    def member_values(cls, readings: FloatArray, matrix: FloatArray, members: list[int],
+                      options: dict[str, Any]) -> tuple[FloatArray, dict[str, Any]]:
         """Each member's residual against its twins on the newest row of each window."""
         return row_residuals(readings[:, -1:, :], matrix)[:, 0, :], {}

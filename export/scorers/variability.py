@@ -19,8 +19,8 @@ class VariabilityTrainer(TwinGroupTrainer):
     kind = "variability"
 
     @classmethod
-    def member_values(cls, readings: FloatArray, matrix: FloatArray, members: list[int]
-                      ) -> tuple[FloatArray, dict[str, Any]]:
+    def member_values(cls, readings: FloatArray, matrix: FloatArray, members: list[int],
+                      options: dict[str, Any]) -> tuple[FloatArray, dict[str, Any]]:
         """Each member's log deviation minus its twins' mean one, over each window."""
         sd = read_sd(readings, min_read_rows(readings.shape[1]))
         known = sd[:, members][np.isfinite(sd[:, members])]

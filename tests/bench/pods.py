@@ -31,6 +31,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "twins": {"scorers": ("twin", "variability")},
     "twin only": {"scorers": ("twin",)},
     "spike": {"scorers": ("twin", "variability", "twin_spike")},
+    "long": {"scorers": ("twin", "variability", "twin_long")},
 }
 EXPERIMENT = {"epochs": 4}  # the LSTM-AE is no member of these configs: a short training
 

@@ -151,6 +151,50 @@ def _twin_spike_reference(stream: Stream) -> FloatArray:
     return np.array(out)
 
 
+def _twin_long_reference(stream: Stream) -> FloatArray:
+    center, spread, rows = np.array([0.0, 0.1, -0.1]), np.array([0.5, 1.0, 2.0]), 3
+    residuals = [np.array([w[-1, i] - np.mean(np.delete(w[-1], i)) for i in range(3)])
+                 for w in stream["windows"]]
+    out = []
+    for k in range(len(residuals)):
+        recent = residuals[max(0, k - rows + 1): k + 1]
+        if len(recent) < rows // 2:
+            out.append(np.nan)
+            continue
+        out.append(float(np.max(np.abs(np.mean(recent, axis=0) - center) / spread)))
+    return np.array(out)
+
+
+def _twin_long_behaviour() -> None:
+    """A sensor reading 3 units off its twins for a while is seen at full size once the
+    history holds it, though each reading is buried in noise larger than that; filled values
+    are left out of the history (nothing left to judge: not scored)."""
+    from edge.scorers.base import ScoringBatch
+    from edge.scorers.twin_long import TwinLongScorer, TwinLongScorerSpec
+    from tests.scorers.harness import ArrayInputs
+
+    spec = TwinLongScorerSpec.model_validate(
+        {"name": "l", "kind": "twin_long", "groups": TWINS, "center": [0.0] * 3,
+         "spread": [0.5] * 3, "rows": 200, "threshold": THRESHOLD})
+    scorer = TwinLongScorer(spec, type("M", (), {"channels": ["ch0", "ch1", "ch2"]})())
+    rng = np.random.default_rng(2)
+    rows = rng.normal(0.0, 5.0, (800, 3)) + rng.normal(0.0, 1.0, (800, 1))
+    rows[400:, 2] += 3.0
+    windows = rows[:, None, :]
+    state = scorer.new_state()
+    scores = scorer.score(ScoringBatch(windows, np.full(800, np.nan),
+                                       ArrayInputs(windows)), state)  # type: ignore[arg-type]
+    assert np.isnan(scores[:99]).all() and not np.isnan(scores[99:]).any()
+    # ch2's residual mean becomes 3 (z 6 in spread 0.5); each reading's residual has sd 6
+    assert scores[650:].min() > 3.0 and np.median(scores[120:400]) < 2.0, scores
+    again = scorer.new_state()
+    missing = np.zeros(windows.shape, dtype=bool)
+    missing[400:, :, 2] = True  # the shifted readings were never sent: nothing to judge
+    quiet = scorer.score(ScoringBatch(windows, np.full(800, np.nan), ArrayInputs(windows),
+                                      missing), again)  # type: ignore[arg-type]
+    assert not (quiet[400:] >= 3.0).any() and np.isnan(quiet[650:]).all()
+
+
 def _twin_spike_behaviour() -> None:
     """One reading's spike on one sensor scores at full height for as long as it is in the
     window (a window mean would divide it by the window's length), names that sensor, and a
@@ -302,6 +346,12 @@ CASES: dict[str, Case] = {
          "threshold": THRESHOLD},
         _variability_reference,
         (("floor", 0.0), ("center", [0.0]))),
+    "twin_long": Case(
+        {"name": "twin_long", "kind": "twin_long", "groups": TWINS, "rows": 3,
+         "center": [0.0, 0.1, -0.1], "spread": [0.5, 1.0, 2.0], "threshold": THRESHOLD},
+        _twin_long_reference,
+        (("rows", 1), ("spread", [1.0, 0.0, 1.0])),
+        behaviour=_twin_long_behaviour),
     "twin_spike": Case(
         {"name": "twin_spike", "kind": "twin_spike", "groups": TWINS,
          "center": [0.0, 0.1, -0.1], "spread": [0.5, 1.0, 2.0], "threshold": THRESHOLD},
