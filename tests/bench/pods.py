@@ -92,6 +92,51 @@ def plot_pod(path: Path, seed: int, table: Any, faults: list[dict[str, Any]],
     return path
 
 
+PER_SENSOR = frozenset({"twin", "variability", "twin_spike", "twin_long"})
+COST_WINDOWS = 300  # windows scored one at a time, as the live path scores them
+
+
+def device_cost(bundle_dir: Path, table: Any) -> dict[str, dict[str, float]]:
+    """The bundle's device cost with and without its per-sensor scorers (the same bundle,
+    those scorers taken out): replay rows/s over the streamed days, and the engine's cost per
+    window scored one at a time (the live path), measured alternately, the best of 3 each."""
+    import time
+
+    from edge.bundle import load_bundle
+    from edge.engine import ScoringEngine
+    from edge.replay import replay_table
+    from edge.window import DeviceWindow
+
+    bundle = load_bundle(bundle_dir)
+    m = bundle.manifest
+    sensor = {s.name for s in m.scorers if s.kind in PER_SENSOR}
+    members = [x for x in m.ensemble.members if x not in sensor]
+    without = dataclasses.replace(bundle, manifest=m.model_copy(update={
+        "scorers": [s for s in m.scorers if s.name not in sensor],
+        "ensemble": m.ensemble.model_copy(update={
+            "members": members, "votes": min(m.ensemble.votes, len(members))})}))
+    variants = {"without per-sensor scorers": without, "defaults": bundle}
+    raw = np.asarray(table.values, dtype=float)[: COST_WINDOWS + m.window.length]
+    ts = np.asarray(table.timestamps, dtype=float)[: len(raw)]
+    batch = DeviceWindow(m).push_rows(ts, raw)
+    best: dict[str, dict[str, float]] = {k: {"rows_per_s": 0.0, "ms_per_window": np.inf}
+                                         for k in variants}
+    for _ in range(3):
+        for name, variant in variants.items():
+            engine = ScoringEngine(variant)
+            rows_per_s = replay_table(engine, table).rows_per_s
+            state = engine.new_state()
+            started = time.perf_counter()
+            for k in range(len(batch.windows)):
+                one = slice(k, k + 1)
+                engine.score_windows(batch.windows[one], state, ts[batch.window_rows[one]],
+                                     batch.missing[one])
+            per_window = (time.perf_counter() - started) * 1000 / max(1, len(batch.windows))
+            best[name] = {"rows_per_s": max(best[name]["rows_per_s"], rows_per_s),
+                          "ms_per_window": min(best[name]["ms_per_window"], per_window)}
+    return best
+
+
 def one_pod(seed: int, configs: list[str], work: Path, fit_overrides: dict[str, Any],
             plot_dir: Path | None = None) -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -128,7 +173,8 @@ def one_pod(seed: int, configs: list[str], work: Path, fit_overrides: dict[str, 
         troubles = [e.trouble for e in result.events if e.state == "start"]
         out["configs"][name] = {"caught": caught, "delays": delays, "false": false,
                                 "troubles": troubles}
-        if plot_dir is not None:
+        if plot_dir is not None:  # make bench: the plots and the device cost
+            out["configs"][name]["cost"] = device_cost(bundle_dir, table)
             out["configs"][name]["plot"] = str(plot_pod(
                 plot_dir / f"pod{seed}_{name.replace(' ', '_')}.png", seed, table, faults,
                 runs, caught))
@@ -215,6 +261,14 @@ def run_bench(work: Path, seeds: list[int], say: Any, plot_dir: Path | None = No
             lines += [f"-- {label} seeds {', '.join(str(r['seed']) for r in picked)}:",
                       *summarise(picked, ["recipe"])[2:]]
     lines.append("by sensor: " + ", ".join(by_sensor(results, "recipe")))
+    costs = [r["configs"]["recipe"]["cost"] for r in results if "cost" in r["configs"]["recipe"]]
+    if costs:
+        lines.append("device cost (median over pods; 17 channels, one reading a minute):")
+        for name in costs[0]:
+            rows = float(np.median([c[name]["rows_per_s"] for c in costs]))
+            ms = float(np.median([c[name]["ms_per_window"] for c in costs]))
+            lines.append(f"  {name}: replay {rows:,.0f} rows/s, {ms:.2f} ms per window scored "
+                         f"alone (real time needs 1 per 60 s: {60_000 / ms:,.0f}x faster)")
     plots = [r["configs"]["recipe"].get("plot") for r in results]
     return {"seeds": seeds, "results": results, "lines": lines,
             "plots": [p for p in plots if p]}
