@@ -140,3 +140,27 @@ def test_tsbad_metrics_rank_a_good_score_above_a_constant() -> None:
     assert m_good["auc_pr"] > 0.9
     wave = np.sin(2 * np.pi * np.arange(2000) / 50)
     assert sliding_window(wave) == 50
+
+
+def test_a_slow_channel_is_judged_by_its_shape_alone() -> None:
+    """A wandering level (a temperature) is centred: the same wiggle at a new level scores
+    the same, where an uncentred channel's score grows with the level."""
+    rng = np.random.default_rng(3)
+    n = 1200
+    level = np.cumsum(rng.normal(size=n)) * 0.2  # slow: its trailing mean wanders
+    rows = np.column_stack([plant(n)[:, 0], level + 0.05 * rng.normal(size=n)])
+    data = TrainingData(["telemetry", "temperature"], rows[:800], np.arange(800) * 60.0,
+                        FitConfig(slow_span=32, slow_ratio=0.5), windows_of(rows[:800]))
+    (raw,) = ChannelKmeansTrainer.fit(data, {"rows": 16, "clusters": 16, "spread_share": 0.2,
+                                             "centre_slow": True})
+    assert raw["centred"] == [False, True]
+    spec = ChannelKmeansScorerSpec.model_validate(
+        {**raw, "threshold": {"value": 1.2, "method": "quantile"}})
+    scorer = ChannelKmeansScorer(spec, type("M", (), {"channels": ["telemetry",
+                                                                   "temperature"]})())  # type: ignore[arg-type]
+    shifted = rows[800:].copy()
+    _, batch_a = scores(scorer, shifted)
+    shifted[:, 1] += 50.0  # far beyond any training level
+    _, batch_b = scores(scorer, shifted)
+    assert np.allclose(batch_a.channel_scores["channel_kmeans"][:, 1],
+                       batch_b.channel_scores["channel_kmeans"][:, 1])

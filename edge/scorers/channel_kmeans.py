@@ -7,8 +7,9 @@ windows' subsequences of that channel alone) is divided by the channel's `spread
 such distance on the held-out normal windows. One channel is thus judged by its own normal
 shapes and its own calibration, so a quiet channel's unusual stretch counts as much as a busy
 one's, and a channel with many command steps (0/1) does not drown the others as it does in a
-joint distance over all channels. Per channel (`channel_scores`), so the alert names the
-channel. Stateless: the centroids are the bundle's.
+joint distance over all channels. A `centred` channel (slow: its level wanders, a temperature)
+is judged by its shape alone, the subsequence's mean taken off. Per channel
+(`channel_scores`), so the alert names the channel. Stateless: the centroids are the bundle's.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ class ChannelKmeansScorerSpec(ScorerSpec):
         min_length=1, description="per judged channel: its centroids, each `rows` values")
     spread: list[float] = Field(
         min_length=1, description="per judged channel: its held-out distance scale, > 0")
+    centred: list[bool] = Field(
+        default_factory=list, description="per judged channel: judged by its shape alone (the "
+        "subsequence's mean taken off: a slow channel whose level wanders); [] none")
 
     @model_validator(mode="after")
     def _shapes(self) -> ChannelKmeansScorerSpec:
@@ -42,6 +46,8 @@ class ChannelKmeansScorerSpec(ScorerSpec):
             raise ValueError(f"each channel needs one or more centroids of {self.rows} values")
         if not all(s > 0 for s in self.spread):
             raise ValueError("spread values must be positive")
+        if self.centred and len(self.centred) != n:
+            raise ValueError(f"centred needs one entry per channel ({n}) or none")
         return self
 
 
@@ -56,6 +62,7 @@ class ChannelKmeansScorer(Scorer):
         self.rows = spec.rows
         self.centroids = [np.asarray(c, dtype=np.float64) for c in spec.centroids]
         self.spread = np.asarray(spec.spread, dtype=np.float64)
+        self.centred = list(spec.centred) or [False] * len(spec.channels)
 
     @classmethod
     def check(cls, spec: ScorerSpec, manifest: ManifestView) -> None:
@@ -74,6 +81,8 @@ class ChannelKmeansScorer(Scorer):
         out = np.empty((windows.shape[0], self.index.size))
         for j, (c, cent) in enumerate(zip(self.index, self.centroids, strict=True)):
             x = recent[:, :, c]  # (B, rows)
+            if self.centred[j]:
+                x = x - x.mean(axis=1, keepdims=True)
             d2 = (x * x).sum(axis=1)[:, None] - 2.0 * x @ cent.T + (cent * cent).sum(axis=1)
             out[:, j] = np.sqrt(np.maximum(d2.min(axis=1), 0.0)) / self.spread[j]
         return out

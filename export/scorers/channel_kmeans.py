@@ -7,7 +7,9 @@ or shut) whose every step a shape distance would take for an anomaly. Per channe
 centroids are fitted on the subsequences of the first `1 - spread_share` of the training
 windows and the channel's spread is the largest distance of the rest's (floored at
 `MIN_SPREAD` scaled units), so each channel is judged in units of its own unseen-but-normal
-variation. No judged channel, no scorer.
+variation. A slow channel (its level wanders: `export.window_features.slow_channels`, the test
+`window_features` uses) is judged by its shape alone, each subsequence's mean taken off
+(`centre_slow`). No judged channel, no scorer.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from export.errors import InputError
 from export.scorers.base import FloatArray, Option, TrainerScorer, TrainingData
+from export.window_features import slow_channels
 
 MIN_SPREAD = 1e-3  # scaled units: a channel whose held-back subsequences all sit on centroids
 
@@ -58,6 +61,8 @@ class ChannelKmeansTrainer(TrainerScorer):
         "clusters": Option(int, 16, "KMeans centroids per channel"),
         "spread_share": Option(float, 0.2, "share of the training windows held back for each "
                                            "channel's spread"),
+        "centre_slow": Option(lambda t: t.lower() in ("1", "true", "yes"), True,
+                              "judge slow channels (window_features' slow test) by shape alone"),
     }
 
     @classmethod
@@ -76,13 +81,18 @@ class ChannelKmeansTrainer(TrainerScorer):
         n = windows.shape[0]
         cut = max(1, min(n - 1, round(n * (1.0 - share))))
         recent = windows[:, -rows:, :]
+        slow = (slow_channels(data.rows, data.config.slow_span, data.config.slow_ratio or 0.5)
+                if options.get("centre_slow", True) else np.zeros(data.rows.shape[1], bool))
         centroids, spread = [], []
         for c in judged:
             x = np.nan_to_num(recent[:, :, c])
+            if slow[c]:
+                x = x - x.mean(axis=1, keepdims=True)
             cent = centroids_of(x[:cut], k, data.config.seed)
             held = nearest(x[cut:], cent)
             centroids.append(cent.tolist())
             spread.append(max(float(held.max()) if held.size else 0.0, MIN_SPREAD))
         return [{"name": "channel_kmeans", "kind": "channel_kmeans",
                  "channels": [data.channels[c] for c in judged], "rows": rows,
-                 "centroids": centroids, "spread": spread}]
+                 "centroids": centroids, "spread": spread,
+                 "centred": [bool(slow[c]) for c in judged]}]
