@@ -33,7 +33,7 @@ mosquitto:
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients; \
 	fi
 
-test: setup
+test: setup $(BENCH_STAMP)
 	$(BIN)/python -m pytest -q tests
 
 demo: setup

@@ -103,6 +103,7 @@ class BundleReloader:
         self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[ReloadResult] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
+        self._pending = False  # a load started whose result poll() has not yet returned
         self._baseline = identity(cfg.path)
         self._candidate: Identity | None = None
         self._next_watch = 0.0
@@ -118,7 +119,9 @@ class BundleReloader:
 
     @property
     def busy(self) -> bool:
-        return self._worker is not None and self._worker.is_alive()
+        """A load is running or its result is not taken yet (the worker thread may still be
+        alive a moment after putting its result: that is not a running load)."""
+        return self._pending
 
     def poll(self, now: float | None = None) -> ReloadResult | None:
         """Call often from the main loop: watches the path, starts loads, returns results."""
@@ -134,6 +137,7 @@ class BundleReloader:
             result = self._results.get_nowait()
         except queue.Empty:
             return None
+        self._pending = False
         if result.ok:
             self.loaded += 1
         else:
@@ -181,6 +185,7 @@ class BundleReloader:
         self._baseline = identity(self.cfg.path) or self._baseline  # a later change reloads
         self._candidate = None
         log.info("reloading the bundle from %s (%s)", self.cfg.path, trigger)
+        self._pending = True
         self._worker = threading.Thread(target=self._load, args=(trigger,),
                                         name="bundle-reload", daemon=True)
         self._worker.start()

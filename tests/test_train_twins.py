@@ -67,9 +67,10 @@ def test_a_sensor_leaving_its_twins_scores_high_and_the_graph_matches(tmp_path: 
 
 
 def test_twins_share_one_transform_chosen_on_their_pooled_values(tmp_path: Path) -> None:
-    """Skewed twins whose own choices would differ get one transform; a lone channel and a
-    namesake that does not follow its group keep their own."""
-    from export.prepare import choose_transform, prepare
+    """Skewed twins whose own choices would differ get one transform, the one on which they
+    agree best; a lone channel and a namesake that does not follow its group keep their own."""
+    from edge.preprocess import apply_transform
+    from export.prepare import agreement, choose_transform, prepare
 
     rng = np.random.default_rng(4)
     n = 3000
@@ -92,8 +93,9 @@ def test_twins_share_one_transform_chosen_on_their_pooled_values(tmp_path: Path)
     prep = prepare(csv, config)
     chosen = {c.name: c.transform for c in prep.preprocess.channels}
     assert chosen["pm_1"] == chosen["pm_2"] == chosen["pm_3"]
-    pooled = np.concatenate([v[prep.fit_rows] for v in pm])
-    assert chosen["pm_1"] == choose_transform(pooled, config)[0]
+    members = np.column_stack([v[prep.fit_rows] for v in pm])
+    agree = {k: agreement(apply_transform(k, members)) for k in ("none", "sqrt", "log1p")}
+    assert chosen["pm_1"] == min(agree, key=lambda k: agree[k]), agree
     assert chosen["temp"] == own["temp"] and chosen["pm_4"] == own["pm_4"]
     assert prep.summary["channels"]["pm_2"]["transform_of_twins"] is True
     assert "transform_of_twins" not in prep.summary["channels"]["temp"]
