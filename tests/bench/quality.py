@@ -5,6 +5,13 @@
     python -m tests.bench.quality nab             # NAB (35 files): before / after / variants
     python -m tests.bench.quality all --workers 2 --out /tmp/quality
     python -m tests.bench.quality nab --configs after --sweep   # one knob at a time
+    python -m tests.bench.quality nab --configs after --epochs 1 --variants "as fitted,self"
+
+Every table is printed for the whole corpus, then for each part of the fixed split (issue 16:
+`tests.bench.skab.part_of`, `tests.bench.nab_corpus.part_of`) and, for NAB, each category: a
+change is kept only if it wins on the part it was not chosen on. `--variants self` replays the
+self-margin experiment (each member's threshold raised so that none reaches it on the fit
+rows; not kept: it won on the chosen-on NAB categories and lost on the confirmed-on ones).
 
 SKAB (leaderboard protocol): per file, fit on rows :400, replay the whole file, the agent's
 decision (an alert open) on the rows after 400 against `anomaly`; counts pooled over files.
