@@ -33,19 +33,20 @@ mosquitto:
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients; \
 	fi
 
-test: setup $(BENCH_STAMP)
-	$(BIN)/python -m pytest -q tests
-
-demo: setup
-	$(BIN)/python -m firmware_sim.demo
-
-# The benchmarks' extras; tsb-ad (TSB-AD's metric code) without its dependencies: it pins
+# The benchmarks' extras (the tests check the bench's metric wrapper too, so `make test`
+# installs them); tsb-ad (TSB-AD's metric code) without its dependencies: it pins
 # numpy<2 and pulls torch and transformers, which its evaluation code never imports.
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[train,sim,dev,bench]"
 	$(BIN)/python -m pip install --quiet --no-deps "tsb-ad==1.5"
 	@touch $(BENCH_STAMP)
+
+test: setup $(BENCH_STAMP)
+	$(BIN)/python -m pytest -q tests
+
+demo: setup
+	$(BIN)/python -m firmware_sim.demo
 
 bench: setup $(BENCH_STAMP)
 	$(BIN)/python -m tests.bench.run_all
