@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "pods" in sections:  # per-sensor faults on simulated air-quality pods
             started = time.monotonic()
             run.results["pods"] = pods.run_bench(run.work / "pods",
-                                                 [1, 2] if args.quick else list(range(1, 9)),
+                                                 [1, 2] if args.quick else list(range(1, 13)),
                                                  run.say, args.out / "pods")
             run.timings["pods"] = time.monotonic() - started
         if "fleet" in sections:  # last: it measures 2 workers against 1 on idle cores
