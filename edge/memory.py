@@ -53,6 +53,21 @@ def _add_squared_distances(a: FloatArray, b: FloatArray, out: FloatArray,
         out += scratch
 
 
+def nearest_distances(vectors: FloatArray, references: FloatArray) -> FloatArray:
+    """Distance of each vector to its nearest reference, block by block (elementwise, so
+    exact whatever the batch split)."""
+    out = np.empty(len(vectors))
+    t = len(references)
+    d2, scratch = np.empty((BLOCK, t)), np.empty((BLOCK, t))
+    for start in range(0, len(vectors), BLOCK):
+        block = vectors[start : start + BLOCK]
+        m = len(block)
+        d2[:m].fill(0.0)
+        _add_squared_distances(block, references, d2[:m], scratch[:m])
+        out[start : start + m] = np.sqrt(d2[:m].min(axis=1))
+    return out
+
+
 class LagMemory:
     """The memory of one scorer on one device: its last `size` lag vectors."""
 
@@ -130,16 +145,7 @@ class LagMemory:
 
     def _taught_distances(self, vectors: FloatArray) -> FloatArray:
         """Distance of each vector to its nearest taught vector (elementwise, so exact)."""
-        t = len(self.taught)
-        out = np.empty(len(vectors))
-        d2, scratch = np.empty((BLOCK, t)), np.empty((BLOCK, t))
-        for start in range(0, len(vectors), BLOCK):
-            block = vectors[start : start + BLOCK]
-            m = len(block)
-            d2[:m].fill(0.0)
-            _add_squared_distances(block, self.taught, d2[:m], scratch[:m])
-            out[start : start + m] = np.sqrt(d2[:m].min(axis=1))
-        return out
+        return nearest_distances(vectors, self.taught)
 
     def _block(self, block: FloatArray, d2_work: FloatArray, scratch: FloatArray,
                mask: npt.NDArray[np.bool_]) -> FloatArray:
@@ -294,13 +300,4 @@ class TaughtMemory:
         out = np.full(len(rows), np.inf)
         if not self._departures.size:
             return out
-        whitened = self.whiten(rows)
-        t = len(self._departures)
-        d2, scratch = np.empty((BLOCK, t)), np.empty((BLOCK, t))
-        for start in range(0, len(rows), BLOCK):
-            block = whitened[start : start + BLOCK]
-            m = len(block)
-            d2[:m].fill(0.0)
-            _add_squared_distances(block, self._departures, d2[:m], scratch[:m])
-            out[start : start + m] = np.sqrt(d2[:m].min(axis=1))
-        return out
+        return nearest_distances(self.whiten(rows), self._departures)

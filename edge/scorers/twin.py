@@ -142,10 +142,15 @@ class TwinGroupScorer(Scorer):
 
     def score(self, batch: ScoringBatch, state: dict[str, Stateful]) -> FloatArray:
         z = np.abs(self.member_values(batch.readings()) - self.center) / self.spread
+        return self.report(batch, z)
+
+    def report(self, batch: ScoringBatch, per_member: FloatArray) -> FloatArray:
+        """Leave each member's (B, members) score as its channel's (`channel_scores`) and
+        return the largest per window (NaN members count as 0)."""
         per_channel = np.zeros((len(batch), self.channels))
-        per_channel[:, self.members] = z
+        per_channel[:, self.members] = per_member
         batch.channel_scores[self.name] = per_channel
-        return np.asarray(np.nan_to_num(z, nan=0.0).max(axis=1))
+        return np.asarray(np.nan_to_num(per_member, nan=0.0).max(axis=1))
 
 
 class TwinScorer(TwinGroupScorer):

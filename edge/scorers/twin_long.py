@@ -80,8 +80,5 @@ class TwinLongScorer(TwinGroupScorer):
         assert isinstance(history, ResidualHistory)
         newest = combine_members(batch.readings()[:, -1, :], self.matrix)
         z = np.abs(history.means(newest, min_history(self.rows)) - self.center) / self.spread
-        per_channel = np.zeros((len(batch), self.channels))
-        per_channel[:, self.members] = np.nan_to_num(z, nan=0.0)
-        batch.channel_scores[self.name] = per_channel
-        unknown = np.isnan(z).all(axis=1)
-        return np.asarray(np.where(unknown, np.nan, np.nan_to_num(z, nan=0.0).max(axis=1)))
+        largest = self.report(batch, np.nan_to_num(z, nan=0.0))
+        return np.asarray(np.where(np.isnan(z).all(axis=1), np.nan, largest))  # not scored yet

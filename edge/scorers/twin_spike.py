@@ -37,10 +37,6 @@ class TwinSpikeScorer(TwinGroupScorer):
     def score(self, batch: ScoringBatch, state: dict[str, Stateful]) -> FloatArray:
         residuals = row_residuals(batch.readings(), self.matrix)
         z = np.abs(residuals - self.center) / self.spread
-        per_member = np.fmax.reduce(z, axis=1)  # NaN only where no row was read
-        per_channel = np.zeros((len(batch), self.channels))
-        per_channel[:, self.members] = per_member
-        batch.channel_scores[self.name] = per_channel
-        return np.asarray(np.nan_to_num(per_member, nan=0.0).max(axis=1))
+        return self.report(batch, np.fmax.reduce(z, axis=1))  # NaN only where no row was read
 
 
