@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.bundle import Manifest, Preprocess
+from edge.units import Units
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -39,15 +40,7 @@ def scale_rows(raw: FloatArray, spec: Preprocess) -> FloatArray:
 
 def unscale_rows(scaled: FloatArray, spec: Preprocess) -> FloatArray:
     """Inverse of `scale_rows`, for plots and explanations in the sensor's own units."""
-    out = np.empty(scaled.shape, dtype=np.float64)
-    for j, channel in enumerate(spec.channels):
-        t = scaled[:, j] * channel.scale + channel.center
-        if channel.transform == "log1p":
-            t = np.expm1(t)
-        elif channel.transform == "sqrt":
-            t = np.square(t)
-        out[:, j] = t - channel.offset
-    return out
+    return Units(spec.channels)(np.asarray(scaled, dtype=np.float64))
 
 
 def reading_to_raw(values: Mapping[str, float | None], manifest: Manifest) -> FloatArray:

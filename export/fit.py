@@ -331,7 +331,7 @@ def _fit_added(build: _Build) -> None:
     build.training_data = training_data(
         p.data.channels, p.scaled, p.data.timestamps, p.fit_rows, build.config,
         p.windows(p.fit_ends, build.config.window),
-        windows_at(p.missing, p.fit_ends, build.config.window))
+        windows_at(p.missing, p.fit_ends, build.config.window), p.preprocess.channels)
     build.added = fit_added(build.training_data)
     names = ", ".join(f"{a.name} ({a.trainer.kind})" for a in build.added)
     build.say(f"      added scorers: {names}")

@@ -71,6 +71,9 @@ class ManifestView(Protocol):
     @property
     def range(self) -> RangeSpec | None: ...
 
+    @property
+    def preprocess(self) -> Any: ...  # edge.bundle.Preprocess: its `channels` scale each one
+
 
 class SharedInputs(Protocol):
     """Inputs several scorers use, computed once per batch and only when asked for."""

@@ -11,7 +11,7 @@ A kind module defines a `TrainerScorer` subclass with:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.bundle import Threshold
+from edge.units import ChannelScaling
 from export import calibrate
 from export.config import FitConfig
 
@@ -42,6 +43,9 @@ class TrainingData:
     config: FitConfig
     windows: FloatArray | None = None  # (B, window, C) the training windows, when needed
     missing: npt.NDArray[np.bool_] | None = None  # (B, window, C) filled, not read
+    # the channels' scaling (`edge.bundle.ChannelPreprocess`, in channel order), for kinds
+    # that judge sensors in their own units; None: the scaled values are taken as the units
+    scaling: Sequence[ChannelScaling] | None = None
 
     def readings(self) -> FloatArray | None:
         """The training windows with NaN where a value was filled rather than read (as

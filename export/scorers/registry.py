@@ -4,6 +4,7 @@ the fit of the kinds a bundle adds (`--scorers`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import TypeAdapter
 import export.scorers as package
 from edge.bundle import ScorerSpec, Threshold
 from edge.scorers.registry import SCORERS, AnyScorerSpec, kinds_in
+from edge.units import ChannelScaling
 from export.config import FitConfig
 from export.errors import InputError
 from export.scorers.base import FloatArray, TrainerScorer, TrainingData
@@ -79,9 +81,10 @@ class Added:
 def training_data(channels: list[str], scaled: FloatArray, timestamps: FloatArray,
                   fit_rows: npt.NDArray[np.bool_], config: FitConfig,
                   windows: FloatArray | None = None,
-                  missing: npt.NDArray[np.bool_] | None = None) -> TrainingData:
+                  missing: npt.NDArray[np.bool_] | None = None,
+                  scaling: Sequence[ChannelScaling] | None = None) -> TrainingData:
     return TrainingData(list(channels), scaled[fit_rows], timestamps[fit_rows], config, windows,
-                        missing)
+                        missing, scaling)
 
 
 def fit_added(data: TrainingData) -> list[Added]:

@@ -32,6 +32,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "twin only": {"scorers": ("twin",)},
     "spike": {"scorers": ("twin", "variability", "twin_spike")},
     "long": {"scorers": ("twin", "variability", "twin_long")},
+    "reading": {"scorers": ("twin", "variability", "twin_reading")},
 }
 EXPERIMENT = {"epochs": 4}  # the LSTM-AE is no member of these configs: a short training
 

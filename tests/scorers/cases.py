@@ -304,6 +304,81 @@ def _channel_kmeans_behaviour() -> None:
     assert batch.channel_scores["ck"][1].argmax() == 1
 
 
+READING = {"offset": [0.5, -0.2, 0.0], "gain": [1.0, 0.9, 1.1], "noise_abs": [0.5, 1.0, 0.2],
+           "noise_rel": [0.0, 0.1, 0.05]}
+READING_UNITS = [  # one channel per transform, so the reference checks the way back to units
+    {"name": "ch0", "transform": "none", "offset": 0.0, "center": 1.0, "scale": 2.0, "fill": 1.0},
+    {"name": "ch1", "transform": "sqrt", "offset": 0.0, "center": 3.0, "scale": 0.5, "fill": 9.0},
+    {"name": "ch2", "transform": "log1p", "offset": 1.0, "center": 2.0, "scale": 0.3,
+     "fill": 5.0},
+]
+
+
+def _in_units(value: float, channel: dict[str, Any]) -> float:
+    t = value * channel["scale"] + channel["center"]
+    t = {"none": t, "sqrt": t * t, "log1p": float(np.expm1(t))}[channel["transform"]]
+    return float(t - channel["offset"])
+
+
+def _twin_reading_reference(stream: Stream) -> FloatArray:
+    center, spread = [1.0, 1.5, 2.0], [0.5, 1.0, 0.8]
+    out = []
+    for window in stream["windows"]:
+        units = [[_in_units(v, READING_UNITS[j]) for j, v in enumerate(row)] for row in window]
+        scores = []
+        for i in range(3):
+            expected = [READING["offset"][i] + READING["gain"][i]
+                        * np.mean([row[j] for j in range(3) if j != i]) for row in units]
+            departure = [row[i] - e for row, e in zip(units, expected, strict=True)]
+            mean = np.mean(departure)
+            largest = max(abs(d - mean) / (READING["noise_abs"][i]
+                                            + READING["noise_rel"][i] * abs(e))
+                          for d, e in zip(departure, expected, strict=True))
+            scores.append(max(largest - center[i], 0.0) / spread[i])
+        out.append(max(scores))
+    return np.array(out)
+
+
+def _twin_reading_behaviour() -> None:
+    """A reading 5 units off its twins is a fault at a level of 5 and noise at a level of 200
+    (a sensor's noise grows with its level); it scores for as long as it is in the window,
+    names that sensor, and a value the device filled is not judged."""
+    from edge.scorers.base import ScoringBatch
+    from edge.scorers.twin_reading import TwinReadingScorer, TwinReadingScorerSpec
+    from tests.scorers.harness import ArrayInputs
+
+    spec = TwinReadingScorerSpec.model_validate(
+        {"name": "r", "kind": "twin_reading", "groups": TWINS, "center": [2.0] * 3,
+         "spread": [1.0] * 3, "offset": [0.0] * 3, "gain": [1.0] * 3, "noise_abs": [0.5] * 3,
+         "noise_rel": [0.05] * 3, "threshold": THRESHOLD})
+    identity = [type("P", (), {"transform": "none", "offset": 0.0, "center": 0.0,
+                               "scale": 1.0})() for _ in range(3)]
+    manifest = type("M", (), {"channels": ["ch0", "ch1", "ch2"],
+                              "preprocess": type("Pre", (), {"channels": identity})()})()
+    scorer = TwinReadingScorer(spec, manifest)  # type: ignore[arg-type]
+    holding = [k for k in range(9) if k <= 5 < k + LENGTH]
+    for level, fault in ((5.0, True), (200.0, False)):
+        rows = np.full((12, 3), level)
+        rows[5, 1] += 5.0  # its departure from the window's mean departure: 3.75
+        windows = np.ascontiguousarray(
+            np.lib.stride_tricks.sliding_window_view(rows, LENGTH, axis=0).transpose(0, 2, 1))
+        batch = ScoringBatch(windows, np.full(len(windows), np.nan),
+                             ArrayInputs(windows))  # type: ignore[arg-type]
+        scores = scorer.score(batch, {})
+        allowed = 0.5 + 0.05 * level  # the noise the level allows
+        expected = max(3.75 / allowed - 2.0, 0.0)
+        assert np.allclose(scores[holding], expected), (level, scores)
+        assert (scores[holding] > 1.0).all() == fault
+        assert np.allclose(np.delete(scores, holding), 0.0)
+        if fault:
+            assert (batch.channel_scores["r"][holding].argmax(axis=1) == 1).all()
+            missing = np.zeros(windows.shape, dtype=bool)
+            missing[:, :, 1] = windows[:, :, 1] > level
+            filled = ScoringBatch(windows, np.full(len(windows), np.nan), ArrayInputs(windows),
+                                  missing)  # type: ignore[arg-type]
+            assert np.allclose(scorer.score(filled, {}), 0.0)
+
+
 CASES: dict[str, Case] = {
     "lstm_ae": Case(
         {"name": "lstm", "kind": "lstm_ae", "threshold": THRESHOLD},
@@ -358,6 +433,14 @@ CASES: dict[str, Case] = {
         _twin_spike_reference,
         (("spread", [1.0, -1.0, 1.0]), ("groups", [["ch0", "ch0"]])),
         behaviour=_twin_spike_behaviour),
+    "twin_reading": Case(
+        {"name": "twin_reading", "kind": "twin_reading", "groups": TWINS,
+         "center": [1.0, 1.5, 2.0], "spread": [0.5, 1.0, 0.8], "threshold": THRESHOLD,
+         **READING},
+        _twin_reading_reference,
+        (("noise_abs", [0.5, 0.0, 0.2]), ("noise_rel", [0.0, -0.1, 0.05]), ("gain", [1.0])),
+        manifest={"preprocess": {"channels": READING_UNITS, "clip": 8.0, "max_gap_s": 5.0}},
+        behaviour=_twin_reading_behaviour),
     "flat": Case(
         {"name": "flat", "kind": "flat", "channels": ["ch0", "ch2"],
          "threshold": {"value": 1.0, "method": "tolerance"}},
