@@ -514,8 +514,9 @@ class FitConfig:
             "comma-separated scorer kinds added to the bundle as ensemble members, each fitted "
             "by its module in export/scorers ('none': none; seasonal: the usual level and "
             "spread of each channel by hour of the day, or of the week with two weeks of "
-            "training rows; twin, variability: each twin sensor against its twins, left out "
-            "without twins; recipe: twin,variability for several channels, none for one)",
+            "training rows; twin, variability, twin_reading: each twin sensor against its "
+            "twins, left out without twins; recipe: twin,variability,twin_reading for several "
+            "channels, none for one)",
             "ensemble",
             parse=_names_or_none,
             metavar="KIND,KIND",
