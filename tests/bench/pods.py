@@ -44,7 +44,8 @@ def alert_runs(active: np.ndarray) -> list[tuple[int, int]]:
 
 
 # seeds 1-4 chose the per-sensor steps and 5-8 confirmed them; the per-sensor margin was then
-# chosen on 1-8 and confirmed on 9-12 (export/recipes.py)
+# chosen on 1-8 and confirmed on 9-12; twin_reading chosen on 5-8, confirmed on 1-4 and 9-12
+# (export/recipes.py)
 PARTS = (("seeds 1-4", (1, 2, 3, 4)), ("seeds 5-8", (5, 6, 7, 8)), ("seeds 9-12", (9, 10, 11, 12)))
 PANELS = (("PM2.5 PMS", "pm25_pms"), ("PM2.5 OPC", "pm25_opc"), ("PM2.5 Dylos", "pm25_dylos"),
           ("O3", "o3_"), ("NO2", "no2_"), ("weather", ""))
@@ -284,7 +285,8 @@ def pods_section(result: dict[str, Any]) -> list[str]:
             "LSTM epochs: no member), the streamed days replayed; a fault is caught when an "
             "alert is open on one of its rows, a false alarm is an alert on none. Seeds 1-4 "
             "chose the per-sensor steps and 5-8 confirmed them; the per-sensor margin was "
-            "chosen on 1-8 and confirmed on 9-12 (`export/recipes.py`).",
+            "chosen on 1-8 and confirmed on 9-12; `twin_reading` was chosen on 5-8 and "
+            "confirmed on 1-4 and 9-12 (`export/recipes.py`).",
             "", "```", *result["lines"], "```", "",
             *([f"Plots per pod (faults shaded, alerts in red): "
                f"{', '.join(f'`{p}`' for p in result['plots'])}", ""]
