@@ -54,15 +54,18 @@ class TwinReadingTrainer(TwinGroupTrainer):
 
         picked = units[:: max(1, len(units) // MAX_WINDOWS)]
         departure, expected = reading_departures(picked, members, twins, offset, gain)
-        with np.errstate(invalid="ignore"):
-            spread = np.abs(departure - np.nanmean(departure, axis=1, keepdims=True))
+        known = np.isfinite(departure)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a window with nothing read: NaN
+            mean = np.where(known, departure, 0.0).sum(axis=1) / known.sum(axis=1)
+        spread = np.abs(departure - mean[:, None, :])
         noise_abs, noise_rel = [], []
         for k in range(len(members)):
             level, size = np.abs(expected[:, :, k]).ravel(), spread[:, :, k].ravel()
             a, r = line_fit(level, size, 0.0)
+            seen = size[np.isfinite(size)]
             if r < 0:  # noise that falls with the level: a level-free noise instead
-                a, r = float(np.nanmean(size)), 0.0
-            typical = float(np.nanmedian(size)) if np.isfinite(size).any() else 1.0
+                a, r = (float(seen.mean()) if seen.size else 0.0), 0.0
+            typical = float(np.median(seen)) if seen.size else 1.0
             noise_abs.append(max(a, NOISE_FLOOR * typical, 1e-9))
             noise_rel.append(r)
         values = largest_departure(departure, expected, np.array(noise_abs), np.array(noise_rel))
