@@ -91,6 +91,10 @@ being no member: the same pooled figures as `make bench`'s fresh fits):
   27/28, 0 false alarms in 24 pod-days (79/84, 94%; before 74/84). Tried on the way and not
   kept: the window-mean twin residual in sensor units on the same line and noise law (pods
   5-8: 24/28 with 0; pods 1-4: 25/28 with 2 against 25/28 with 0).
+  Over a week of streaming (`--stream-days 7`), with and without it: pods 1-4 26/28 with 6
+  false alarms against 25/28 with 6, pods 5-8 28/28 with 15 against 26/28 with 14; those false
+  alarms are almost all `twin`'s (1.0-1.2 x its threshold): the per-sensor threshold, 1.2 x the
+  maximum of 1.6 held-out days, is crossed within a week (2.6 false alarms per pod-week).
   A third per-sensor kind, `twin_spike` (each sensor's largest single-row residual in the window,
   so a 1-3 reading spike is not diluted by the window mean nor by the smoothing), is no default
   member: chosen-on pods 1-4 with it as a member (its threshold the same x1.25 of the held-out
