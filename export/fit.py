@@ -14,6 +14,7 @@ device, and leaving it out of the checksums lets it be stripped from the device'
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -388,6 +389,10 @@ def _calibrate(build: _Build, all_ends: np.ndarray) -> tuple[dict[str, Threshold
                          missing=prep.missing)
     window = prep.windows(prep.calib_ends[:1], config.window)
     build.training["latency_ms_per_window"] = verify.latency(engine, window)
+    if build.training_data is not None:  # the added kinds may calibrate on these too
+        fitted = np.isin(every.ends, prep.fit_ends)
+        build.training_data = dataclasses.replace(
+            build.training_data, scored={n: v[fitted] for n, v in every.raw.items()})
     thresholds = _thresholds(build, heldout)
     figures = verify.parity(
         prep,

@@ -63,7 +63,13 @@ def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
     page = result.report.read_text()
     assert "data:image/png;base64," in page and "level_shift" in page
     assert all(p.exists() and p.stat().st_size > 10_000 for p in result.pngs)
-    assert (out / "bundle" / "manifest.json").exists()
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    # the per-sensor members, on a pod with twins, calibrated on the training windows too
+    sensor = {s["name"]: s["threshold"]["params"] for s in manifest["scorers"]
+              if s["kind"] in ("twin", "variability", "twin_reading")}
+    assert set(sensor) == {"twin", "variability", "twin_reading"}
+    assert all(p["training_windows"] > 0 and p["heldout_windows"] > 0
+               for p in sensor.values()), sensor
     assert (out / "agent" / "agent.toml").exists() and (out / MARKER).exists()
     assert "edge-agent" in (out / "logs" / "agent.log").read_text()
 

@@ -6,13 +6,14 @@ A kind module defines a `TrainerScorer` subclass with:
 - `fit(data, options)`: the specs (without thresholds) of the scorers it adds, fitted on the
   training rows only; raises `FitError`/`InputError` naming why the data cannot support it;
 - `threshold(name, heldout, data, options)`: the threshold from the raw scores of the held-out
-  normal windows (default: the trainer's configured method, `export.calibrate`).
+  normal windows (default: the trainer's configured method, `export.calibrate`); the training
+  windows' raw scores are in `data.scored` for a kind that calibrates on them too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -46,6 +47,9 @@ class TrainingData:
     # the channels' scaling (`edge.bundle.ChannelPreprocess`, in channel order), for kinds
     # that judge sensors in their own units; None: the scaled values are taken as the units
     scaling: Sequence[ChannelScaling] | None = None
+    # the raw scores of the training windows by scorer name (the windows the kinds were fitted
+    # on, scored by the provisional bundle), set before the thresholds; empty until then
+    scored: dict[str, FloatArray] = field(default_factory=dict)
 
     def readings(self) -> FloatArray | None:
         """The training windows with NaN where a value was filled rather than read (as
