@@ -292,7 +292,9 @@ def pods_section(result: dict[str, Any]) -> list[str]:
             "alert is open on one of its rows, a false alarm is an alert on none. Seeds 1-4 "
             "chose the per-sensor steps and 5-8 confirmed them; the per-sensor margin was "
             "chosen on 1-8 and confirmed on 9-12; `twin_reading` was chosen on 5-8 and "
-            "confirmed on 1-4 and 9-12 (`export/recipes.py`).",
+            "confirmed on 1-4 and 9-12; the per-sensor thresholds on the training windows too "
+            "were chosen on 1-4 and confirmed on 5-8, each streamed for a week "
+            "(`--stream-days 7`; `export/recipes.py`).",
             "", "```", *result["lines"], "```", "",
             *([f"Plots per pod (faults shaded, alerts in red): "
                f"{', '.join(f'`{p}`' for p in result['plots'])}", ""]
