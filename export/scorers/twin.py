@@ -67,12 +67,18 @@ class TwinGroupTrainer(TrainerScorer):
         raise NotImplementedError
 
     @classmethod
+    def judged(cls, readings: FloatArray, data: TrainingData) -> FloatArray:
+        """The training windows' read values as the kind judges them (default: scaled)."""
+        return readings
+
+    @classmethod
     def fit(cls, data: TrainingData, options: dict[str, Any]) -> list[dict[str, Any]]:
         groups = twin_groups(data.channels, data.rows)
         readings = data.readings()
         if not groups or readings is None:
             return []
-        values, fields = cls.member_values(readings, twin_matrix(groups, len(data.channels)),
+        values, fields = cls.member_values(cls.judged(readings, data),
+                                           twin_matrix(groups, len(data.channels)),
                                            [i for g in groups for i in g], options)
         center, spread = robust_center_spread(values)
         names = [[data.channels[i] for i in g] for g in groups]

@@ -11,12 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from edge.scorers.twin import twin_matrix
 from edge.scorers.twin_reading import largest_departure, reading_departures, twins_mean_matrix
 from edge.units import Units
 from export.scorers.base import FloatArray, TrainingData
-from export.scorers.twin import TwinGroupTrainer, robust_center_spread
-from export.twins import twin_groups
+from export.scorers.twin import TwinGroupTrainer
 
 MAX_WINDOWS = 4000  # training windows the noise law and the statistic's spread are fitted on
 NOISE_FLOOR = 0.05  # noise_abs is at least this share of the median departure
@@ -37,29 +35,33 @@ class TwinReadingTrainer(TwinGroupTrainer):
     kind = "twin_reading"
 
     @classmethod
-    def fit(cls, data: TrainingData, options: dict[str, Any]) -> list[dict[str, Any]]:
-        groups = twin_groups(data.channels, data.rows)
-        readings = data.readings()
-        if not groups or readings is None:
-            return []
-        units = (Units(data.scaling)(readings) if data.scaling is not None
-                 else np.asarray(readings, dtype=np.float64))
-        members = np.array([i for g in groups for i in g], dtype=np.intp)
-        twins = twins_mean_matrix(twin_matrix(groups, len(data.channels)))
+    def judged(cls, readings: FloatArray, data: TrainingData) -> FloatArray:
+        """In each sensor's own units (the scaled values when the scaling is not known)."""
+        if data.scaling is None:
+            return np.asarray(readings, dtype=np.float64)
+        return Units(data.scaling)(readings)
+
+    @classmethod
+    def member_values(cls, readings: FloatArray, matrix: FloatArray, members: list[int],
+                      options: dict[str, Any]) -> tuple[FloatArray, dict[str, Any]]:
+        """Each member's line on its twins and noise law, and its largest standardised
+        departure over each of (at most MAX_WINDOWS of) the training windows."""
+        units, index = readings, np.array(members, dtype=np.intp)
+        twins = twins_mean_matrix(matrix)
         newest = units[:, -1, :]  # each training row once
         twins_now = newest @ twins
-        lines = [line_fit(twins_now[:, k], newest[:, i], 1.0) for k, i in enumerate(members)]
+        lines = [line_fit(twins_now[:, k], newest[:, i], 1.0) for k, i in enumerate(index)]
         offset = np.array([a for a, _ in lines])
         gain = np.array([b for _, b in lines])
 
         picked = units[:: max(1, len(units) // MAX_WINDOWS)]
-        departure, expected = reading_departures(picked, members, twins, offset, gain)
+        departure, expected = reading_departures(picked, index, twins, offset, gain)
         known = np.isfinite(departure)
         with np.errstate(invalid="ignore", divide="ignore"):  # a window with nothing read: NaN
             mean = np.where(known, departure, 0.0).sum(axis=1) / known.sum(axis=1)
         spread = np.abs(departure - mean[:, None, :])
         noise_abs, noise_rel = [], []
-        for k in range(len(members)):
+        for k in range(len(index)):
             level, size = np.abs(expected[:, :, k]).ravel(), spread[:, :, k].ravel()
             a, r = line_fit(level, size, 0.0)
             seen = size[np.isfinite(size)]
@@ -69,8 +71,5 @@ class TwinReadingTrainer(TwinGroupTrainer):
             noise_abs.append(max(a, NOISE_FLOOR * typical, 1e-9))
             noise_rel.append(r)
         values = largest_departure(departure, expected, np.array(noise_abs), np.array(noise_rel))
-        center, spread_of = robust_center_spread(values)
-        names = [[data.channels[i] for i in g] for g in groups]
-        return [{"name": cls.kind, "kind": cls.kind, "groups": names, "center": center,
-                 "spread": spread_of, "offset": offset.tolist(), "gain": gain.tolist(),
-                 "noise_abs": noise_abs, "noise_rel": noise_rel}]
+        return values, {"offset": offset.tolist(), "gain": gain.tolist(),
+                        "noise_abs": noise_abs, "noise_rel": noise_rel}
