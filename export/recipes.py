@@ -224,7 +224,7 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "release_level": 0.8,
         "cooldown_windows": 0,
         "long_shapes": (),
-        "scorers": ("twin", "variability", "twin_reading"),
+        "scorers": ("twin", "variability", "twin_reading", "channel_kmeans"),
     },
     "univariate": {
         "transform": "none",

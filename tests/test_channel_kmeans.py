@@ -88,6 +88,59 @@ def test_no_judged_channel_no_scorer() -> None:
                                            "spread_share": 0.2}) == []
 
 
+def test_the_device_learns_a_shape_it_keeps_seeing_but_not_a_one_off() -> None:
+    """A plant settled into a new rhythm after training stops counting as new once the
+    device's memory holds it; a one-off flattening later still stands out."""
+    rows = plant(2400, seed=3)
+    scorer, spec = fitted(rows[:800])
+    assert spec.memory is not None and spec.memory.lags == 16
+    after = rows[800:].copy()
+    t = np.arange(len(after))
+    after[:, 0] = np.sin(2 * np.pi * t / 25) + 0.05 * np.random.default_rng(4).normal(size=t.size)
+    after[1300:1340, 0] = 0.9  # a one-off flat stretch
+    w = windows_of(after)
+    batch = ScoringBatch(w, np.full(len(w), np.nan), ArrayInputs(w))  # type: ignore[arg-type]
+    stateless, _ = scores(scorer, after)
+    remembered = scorer.score(batch, scorer.new_state())
+    assert np.median(stateless[400:1200]) > 1.2  # without a memory, the new rhythm alerts
+    assert np.quantile(remembered[400:1200], 0.99) < 1.2  # with it, it is known
+    assert remembered[1290:1330].max() > 1.5  # the one-off is not
+
+
+def test_memory_options() -> None:
+    rows = plant()[:800]
+    data = TrainingData(["telemetry", "command", "constant", "level"], rows,
+                        np.arange(len(rows)) * 60.0, FitConfig(), windows_of(rows))
+    base = {"rows": 16, "clusters": 16, "spread_share": 0.2}
+    (spec,) = ChannelKmeansTrainer.fit(data, {**base, "memory": 0})
+    assert "memory" not in spec
+    (spec,) = ChannelKmeansTrainer.fit(data, {**base, "memory": 500, "memory_gap": 20,
+                                                "memory_k": 3})
+    assert spec["memory"] == {"lags": 16, "size": 500, "gap": 20, "k": 3}
+    from export.errors import InputError
+
+    with pytest.raises(InputError, match="memory_gap 600"):
+        ChannelKmeansTrainer.fit(data, {**base, "memory": 500, "memory_gap": 600})
+
+
+def test_channels_with_twins_are_left_to_the_per_sensor_kinds() -> None:
+    """Two particle sensors of one make (twins by name and correlation) and a temperature:
+    only the temperature is judged unless `twins` asks for the twins too."""
+    rng = np.random.default_rng(5)
+    t = np.arange(1000)
+    pollution = np.sin(2 * np.pi * t / 150)
+    rows = np.column_stack([pollution + 0.1 * rng.normal(size=t.size),
+                            pollution + 0.1 * rng.normal(size=t.size),
+                            np.cos(2 * np.pi * t / 90) + 0.1 * rng.normal(size=t.size)])
+    data = TrainingData(["pm25_1", "pm25_2", "temp"], rows, t * 60.0, FitConfig(),
+                        windows_of(rows))
+    base = {"rows": 16, "clusters": 8, "spread_share": 0.2}
+    (alone,) = ChannelKmeansTrainer.fit(data, base)
+    (every,) = ChannelKmeansTrainer.fit(data, {**base, "twins": True})
+    assert alone["channels"] == ["temp"]
+    assert every["channels"] == ["pm25_1", "pm25_2", "temp"]
+
+
 # ---- the TSB-AD benchmark's helpers ---------------------------------------------------------
 
 def test_tsbad_file_names_and_the_fixed_split(tmp_path: Path) -> None:

@@ -9,7 +9,13 @@ shapes and its own calibration, so a quiet channel's unusual stretch counts as m
 one's, and a channel with many command steps (0/1) does not drown the others as it does in a
 joint distance over all channels. A `centred` channel (slow: its level wanders, a temperature)
 is judged by its shape alone, the subsequence's mean taken off. Per channel
-(`channel_scores`), so the alert names the channel. Stateless: the centroids are the bundle's.
+(`channel_scores`), so the alert names the channel.
+
+With a `memory` (its `lags` are the `rows`), each channel also remembers the device's own last
+subsequences (`edge.memory.LagMemory`, one per channel) and its distance becomes the smaller
+of the two: a shape the device keeps seeing after training (a plant settled into a new state
+after a repair, a command sequence used only later) stops counting as new once seen about k
+times, while a one-off shape keeps its distance. Without one the kind is stateless.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from edge.memory import LagMemory
 from edge.scorers.base import FloatArray, ManifestView, Scorer, ScoringBatch, Stateful
 from edge.scorers.spec import ScorerSpec
 
@@ -54,6 +61,7 @@ class ChannelKmeansScorerSpec(ScorerSpec):
 class ChannelKmeansScorer(Scorer):
     kind: ClassVar[str] = "channel_kmeans"
     spec_type = ChannelKmeansScorerSpec
+    memory_role = "own"
 
     def __init__(self, spec: ScorerSpec, manifest: ManifestView) -> None:
         super().__init__(spec, manifest)
@@ -74,9 +82,24 @@ class ChannelKmeansScorer(Scorer):
         if spec.rows > length:
             raise ValueError(f"scorer {spec.name!r}: rows {spec.rows} exceed the window's "
                              f"{length}")
+        if spec.memory is not None and spec.memory.lags != spec.rows:
+            raise ValueError(f"scorer {spec.name!r}: memory.lags {spec.memory.lags} must be "
+                             f"the rows of a subsequence, {spec.rows}")
 
-    def channel_scores(self, windows: FloatArray) -> FloatArray:
-        """(B, judged channels) each channel's nearest-centroid distance in its spreads."""
+    def _memory_key(self, j: int) -> str:
+        return f"memory.{self.name}.{j}"
+
+    def new_state(self) -> dict[str, Stateful]:
+        if self.spec.memory is None:
+            return {}
+        return {self._memory_key(j): LagMemory(self.spec.memory) for j in range(self.index.size)}
+
+    def channel_scores(self, windows: FloatArray,
+                       state: dict[str, Stateful] | None = None) -> FloatArray:
+        """(B, judged channels) each channel's nearest-centroid distance (or, with a memory in
+        `state`, the distance to its k-th nearest recent subsequence if smaller) in its
+        spreads. The memories take in the batch's subsequences."""
+        state = state or {}
         recent = windows[:, -self.rows:, :]
         out = np.empty((windows.shape[0], self.index.size))
         for j, (c, cent) in enumerate(zip(self.index, self.centroids, strict=True)):
@@ -84,11 +107,16 @@ class ChannelKmeansScorer(Scorer):
             if self.centred[j]:
                 x = x - x.mean(axis=1, keepdims=True)
             d2 = (x * x).sum(axis=1)[:, None] - 2.0 * x @ cent.T + (cent * cent).sum(axis=1)
-            out[:, j] = np.sqrt(np.maximum(d2.min(axis=1), 0.0)) / self.spread[j]
+            distance = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+            memory = state.get(self._memory_key(j))
+            if memory is not None:
+                assert isinstance(memory, LagMemory)
+                distance = np.minimum(distance, memory.distances(x))
+            out[:, j] = distance / self.spread[j]
         return out
 
     def score(self, batch: ScoringBatch, state: dict[str, Stateful]) -> FloatArray:
-        per = self.channel_scores(batch.windows)
+        per = self.channel_scores(batch.windows, state)
         full = np.zeros((len(batch), self.channels))
         full[:, self.index] = per
         batch.channel_scores[self.name] = full

@@ -3,13 +3,20 @@ centroids of its subsequences of `rows` values and the scale of its distances.
 
 Judged are the channels with more than two distinct values in the training rows: a constant
 one is the `flat` scorer's, and a two-valued one is a state (a command, a switch, a valve open
-or shut) whose every step a shape distance would take for an anomaly. Per channel, the
+or shut) whose every step a shape distance would take for an anomaly. A channel with twins
+(`export.twins`) is left to the per-sensor kinds unless `twins` says otherwise: its shape is
+mostly the shared process's (a pollution episode moves every particle sensor of a pod), whose
+variety a few days of training do not cover, so judging each twin's shape raised false alarms
+on pods without catching a fault the twin kinds missed. Per channel, the
 centroids are fitted on the subsequences of the first `1 - spread_share` of the training
 windows and the channel's spread is the largest distance of the rest's (floored at
 `MIN_SPREAD` scaled units), so each channel is judged in units of its own unseen-but-normal
 variation. A slow channel (its level wanders: `export.window_features.slow_channels`, the test
 `window_features` uses) is judged by its shape alone, each subsequence's mean taken off
-(`centre_slow`). No judged channel, no scorer.
+(`centre_slow`). The device's memory of each channel's own recent subsequences (`memory`
+of them, the `memory_gap` newest left out, a shape known once seen `memory_k` times: the lag
+memory's settings, `edge.memory`) lowers a channel's distance to shapes it keeps seeing after
+training; `memory` 0 leaves it out. No judged channel, no scorer.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import numpy as np
 
 from export.errors import InputError
 from export.scorers.base import FloatArray, Option, TrainerScorer, TrainingData
+from export.twins import twin_groups
 from export.window_features import slow_channels
 
 MIN_SPREAD = 1e-3  # scaled units: a channel whose held-back subsequences all sit on centroids
@@ -63,6 +71,13 @@ class ChannelKmeansTrainer(TrainerScorer):
                                            "channel's spread"),
         "centre_slow": Option(lambda t: t.lower() in ("1", "true", "yes"), True,
                               "judge slow channels (window_features' slow test) by shape alone"),
+        "twins": Option(lambda t: t.lower() in ("1", "true", "yes"), False,
+                        "judge channels that have twins too (by default the per-sensor kinds "
+                        "judge them)"),
+        "memory": Option(int, 3000, "recent subsequences the device remembers per channel "
+                                    "(0: no memory)"),
+        "memory_gap": Option(int, 50, "the newest subsequences left out of the memory"),
+        "memory_k": Option(int, 2, "a shape is known once remembered this many times"),
     }
 
     @classmethod
@@ -76,6 +91,9 @@ class ChannelKmeansTrainer(TrainerScorer):
             raise InputError("--scorer-options channel_kmeans: rows and clusters must be at "
                              "least 1, spread_share between 0 and 1")
         judged = judged_channels(data.rows)
+        if not options.get("twins", False):
+            twinned = {i for group in twin_groups(data.channels, data.rows) for i in group}
+            judged = [c for c in judged if c not in twinned]
         if not judged:
             return []
         n = windows.shape[0]
@@ -92,7 +110,15 @@ class ChannelKmeansTrainer(TrainerScorer):
             held = nearest(x[cut:], cent)
             centroids.append(cent.tolist())
             spread.append(max(float(held.max()) if held.size else 0.0, MIN_SPREAD))
-        return [{"name": "channel_kmeans", "kind": "channel_kmeans",
-                 "channels": [data.channels[c] for c in judged], "rows": rows,
-                 "centroids": centroids, "spread": spread,
-                 "centred": [bool(slow[c]) for c in judged]}]
+        spec: dict[str, Any] = {
+            "name": "channel_kmeans", "kind": "channel_kmeans",
+            "channels": [data.channels[c] for c in judged], "rows": rows,
+            "centroids": centroids, "spread": spread, "centred": [bool(slow[c]) for c in judged]}
+        size, gap, kth = (int(options.get(o, cls.options[o].default))
+                          for o in ("memory", "memory_gap", "memory_k"))
+        if size > 0 and not (1 <= gap < size and kth >= 1):
+            raise InputError(f"--scorer-options channel_kmeans: memory_gap {gap} must be at "
+                             f"least 1 and below memory {size}, memory_k {kth} at least 1")
+        if size > 0:
+            spec["memory"] = {"lags": rows, "size": size, "gap": gap, "k": kth}
+        return [spec]

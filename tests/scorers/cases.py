@@ -267,15 +267,26 @@ CHANNEL_SHAPES = {"centroids": [[[0.0, 0.0, 0.0], [1.0, -1.0, 0.5]], [[0.5, 0.5,
                   "spread": [2.0, 0.5]}
 
 
+CHANNEL_MEMORY = {"lags": 3, "size": 30, "gap": 3, "k": 2}
+
+
 def _channel_kmeans_reference(stream: Stream) -> FloatArray:
+    """Per channel: the nearest centroid, or the k-th nearest of the channel's subsequences
+    of windows t-size .. t-gap if nearer; in the channel's spread; the largest channel."""
+    size, gap, k = (CHANNEL_MEMORY[key] for key in ("size", "gap", "k"))
+    windows = stream["windows"]
     out = []
-    for window in stream["windows"]:
+    for t, window in enumerate(windows):
         per = []
         for c, cents, spread in zip((0, 2), CHANNEL_SHAPES["centroids"],
                                     CHANNEL_SHAPES["spread"], strict=True):
             x = window[-3:, c]
-            per.append(min(float(np.sqrt(np.sum((x - np.array(v)) ** 2))) for v in cents)
-                       / spread)
+            best = min(float(np.sqrt(np.sum((x - np.array(v)) ** 2))) for v in cents)
+            seen = sorted(float(np.sqrt(np.sum((x - windows[i, -3:, c]) ** 2)))
+                          for i in range(max(0, t - size), t - gap + 1))
+            if len(seen) >= k:
+                best = min(best, seen[k - 1])
+            per.append(best / spread)
         out.append(max(per))
     return np.array(out)
 
@@ -448,10 +459,10 @@ CASES: dict[str, Case] = {
         (("channels", []),)),
     "channel_kmeans": Case(
         {"name": "channel_kmeans", "kind": "channel_kmeans", "channels": ["ch0", "ch2"],
-         "rows": 3, "threshold": THRESHOLD, **CHANNEL_SHAPES},
+         "rows": 3, "threshold": THRESHOLD, "memory": CHANNEL_MEMORY, **CHANNEL_SHAPES},
         _channel_kmeans_reference,
         (("rows", 0), ("spread", [1.0, 0.0]), ("centroids", [[[0.0, 0.0]], [[1.0, 1.0]]]),
-         ("channels", ["ch0", "ch0"])),
+         ("channels", ["ch0", "ch0"]), ("memory.lags", 2)),
         behaviour=_channel_kmeans_behaviour),
 }
 

@@ -161,7 +161,8 @@ def test_the_trainer_fits_specs_the_device_reads_and_scores(kind: str) -> None:
             + 2 * np.sin(ts / 86_400 * 2 * np.pi)[:, None])  # twins: one signal, own noise
     windows = np.stack([rows[i : i + LENGTH] for i in range(len(rows) - LENGTH + 1)])
     cls = TRAINERS[kind]
-    options = options_of(kind, ())
+    # the channels are twins, which channel_kmeans leaves to the per-sensor kinds unless told
+    options = options_of(kind, ("channel_kmeans.twins=true",))
     channels = [f"ch{i}" for i in range(CHANNELS)]
     specs = cls.fit(TrainingData(channels, rows, ts, FitConfig(), windows), options)
     assert specs
