@@ -141,6 +141,20 @@ def test_channels_with_twins_are_left_to_the_per_sensor_kinds() -> None:
     assert every["channels"] == ["pm25_1", "pm25_2", "temp"]
 
 
+def test_the_threshold_covers_the_training_windows_too() -> None:
+    """A shape the training windows held but the held-out ones did not raises the threshold
+    (a week of weather against the last day)."""
+    rows = plant()[:800]
+    heldout = np.linspace(0.2, 1.0, 50)
+    plain = TrainingData(["a"], rows, np.arange(len(rows)) * 60.0, FitConfig())
+    richer = TrainingData(["a"], rows, np.arange(len(rows)) * 60.0, FitConfig(),
+                          scored={"channel_kmeans": np.r_[np.full(200, 0.5), 1.5, np.nan]})
+    low = ChannelKmeansTrainer.threshold("channel_kmeans", heldout, plain, {})
+    high = ChannelKmeansTrainer.threshold("channel_kmeans", heldout, richer, {})
+    assert high.value == pytest.approx(low.value * 1.5)
+    assert high.params["training_windows"] == 201
+
+
 # ---- the TSB-AD benchmark's helpers ---------------------------------------------------------
 
 def test_tsbad_file_names_and_the_fixed_split(tmp_path: Path) -> None:

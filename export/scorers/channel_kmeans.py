@@ -26,8 +26,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edge.bundle import Threshold
 from export.errors import InputError
 from export.scorers.base import FloatArray, Option, TrainerScorer, TrainingData
+from export.scorers.twin import sensor_threshold
 from export.twins import twin_groups
 from export.window_features import slow_channels
 
@@ -122,3 +124,11 @@ class ChannelKmeansTrainer(TrainerScorer):
         if size > 0:
             spec["memory"] = {"lags": rows, "size": size, "gap": gap, "k": kth}
         return [spec]
+
+    @classmethod
+    def threshold(cls, name: str, heldout: FloatArray, data: TrainingData,
+                  options: dict[str, Any]) -> Threshold:
+        """On the held-out and the training windows' scores, as the per-sensor kinds: a day
+        or two held out misses shapes a week of training holds (a weather front's
+        temperature)."""
+        return sensor_threshold(name, heldout, data)
