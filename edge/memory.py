@@ -53,6 +53,14 @@ def _add_squared_distances(a: FloatArray, b: FloatArray, out: FloatArray,
         out += scratch
 
 
+def _summed(terms: list[FloatArray]) -> FloatArray:
+    """The terms added one after the other (the same bits whatever the batch's length)."""
+    total = np.array(terms[0], dtype=np.float64)
+    for term in terms[1:]:
+        total += term
+    return total
+
+
 def nearest_distances(vectors: FloatArray, references: FloatArray) -> FloatArray:
     """Distance of each vector to its nearest reference, block by block (elementwise, so
     exact whatever the batch split)."""
@@ -65,6 +73,28 @@ def nearest_distances(vectors: FloatArray, references: FloatArray) -> FloatArray
         d2[:m].fill(0.0)
         _add_squared_distances(block, references, d2[:m], scratch[:m])
         out[start : start + m] = np.sqrt(d2[:m].min(axis=1))
+    return out
+
+
+def nearest_scaled_distances(vectors: FloatArray, references: FloatArray,
+                             most: float) -> FloatArray:
+    """Distance of each vector x to its nearest reference v taken at the size that fits x
+    best within [1/most, most] times its own: min over v of |x - s v|, s the least-squares
+    factor <x, v> / <v, v> clipped to that range (most = 1: the plain nearest distance). Each
+    pair's sums run feature by feature in order, so any batch split gives the same bits."""
+    if most <= 1.0:
+        return nearest_distances(vectors, references)
+    out = np.empty(len(vectors))
+    vv = _summed([np.square(references[:, f]) for f in range(references.shape[1])])
+    safe = np.where(vv > 0, vv, 1.0)
+    for start in range(0, len(vectors), BLOCK):
+        block = vectors[start : start + BLOCK]
+        xx = _summed([np.square(block[:, f]) for f in range(block.shape[1])])
+        dot = _summed([block[:, f, None] * references[None, :, f]
+                       for f in range(block.shape[1])])
+        scale = np.clip(dot / safe, 1.0 / most, most)
+        d2 = xx[:, None] - 2.0 * scale * dot + scale * scale * vv[None, :]
+        out[start : start + len(block)] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
     return out
 
 
@@ -181,14 +211,6 @@ class LagMemory:
 
 
 RECENT = 64  # the last windows' rows a taught memory holds, for an alert's recording
-
-
-def _summed(terms: list[FloatArray]) -> FloatArray:
-    """The terms added one after the other (the same bits whatever the batch's length)."""
-    total = np.array(terms[0], dtype=np.float64)
-    for term in terms[1:]:
-        total += term
-    return total
 
 
 class TaughtMemory:

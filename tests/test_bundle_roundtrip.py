@@ -125,7 +125,7 @@ def test_manifest_records_the_cleaning(fitted: tuple[Path, Path, str]) -> None:
     assert m.range is not None and "range" not in m.ensemble.members  # scored, no member
     assert all(s.threshold.method in ("quantile", "fence", "tolerance") for s in m.scorers)
     assert all(s.likelihood is None for s in m.scorers)
-    assert m.ensemble.members == ["window_mahalanobis"]
+    assert m.ensemble.members == ["window_mahalanobis", "channel_kmeans"]
     assert m.training["config"]["recipe"] == "multivariate"
     assert m.training["distance_model"]["kind"] == "window_features"
     latency = m.training["latency_ms_per_window"]

@@ -107,6 +107,32 @@ def test_the_device_learns_a_shape_it_keeps_seeing_but_not_a_one_off() -> None:
     assert remembered[1290:1330].max() > 1.5  # the one-off is not
 
 
+def test_a_taught_shape_is_excused_at_another_height_but_not_a_far_one() -> None:
+    """`feedback normal` on a rise: the same rise at 1.5 times the height no longer counts as
+    new; at 4 times it still does."""
+    from edge.memory import LagMemory
+
+    rows = plant(1200, seed=6)
+    scorer, _ = fitted(rows[:800])
+    state = scorer.new_state()
+    bump = np.zeros(16)
+    bump[4:12] = np.linspace(0.0, 3.0, 8)
+
+    def window(height: float) -> np.ndarray:
+        w = rows[900:916].copy()
+        w[:, 3] = height * bump
+        return w[None]
+
+    def score(height: float) -> float:
+        return float(scorer.channel_scores(window(height), state)[0, 1])
+
+    assert score(1.5) > 2.0  # new: far from every training shape
+    memory = state["memory.channel_kmeans.1"]
+    assert isinstance(memory, LagMemory)
+    memory.teach(window(1.0)[0][:, 3][None])
+    assert score(1.5) < 1.0 < score(4.0)
+
+
 def test_memory_options() -> None:
     rows = plant()[:800]
     data = TrainingData(["telemetry", "command", "constant", "level"], rows,

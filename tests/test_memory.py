@@ -142,3 +142,21 @@ def test_docstring_example() -> None:
     import edge.memory
 
     assert doctest.testmod(edge.memory).failed == 0
+
+
+def test_scaled_nearest_distance_takes_each_reference_at_its_best_size() -> None:
+    from edge.memory import nearest_distances, nearest_scaled_distances
+
+    shape = np.array([[0.0, 1.0, 2.0, 1.0]])
+    vectors = np.vstack([1.5 * shape, 3.0 * shape, -shape, shape + 0.1])
+    plain = nearest_distances(vectors, shape)
+    scaled = nearest_scaled_distances(vectors, shape, 2.0)
+    assert scaled[0] == pytest.approx(0.0, abs=1e-12)  # 1.5x: within [1/2, 2]
+    assert scaled[1] == pytest.approx(np.linalg.norm(3.0 * shape - 2.0 * shape))  # clipped at 2
+    assert scaled[2] == pytest.approx(np.linalg.norm(-shape - 0.5 * shape))  # no sign flip
+    assert np.all(scaled <= plain + 1e-12)
+    assert np.array_equal(nearest_scaled_distances(vectors, shape, 1.0), plain)
+    # any batch split gives the same bits
+    halves = np.concatenate([nearest_scaled_distances(vectors[:1], shape, 2.0),
+                             nearest_scaled_distances(vectors[1:], shape, 2.0)])
+    assert np.array_equal(halves, scaled)

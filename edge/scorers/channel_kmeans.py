@@ -15,7 +15,11 @@ With a `memory` (its `lags` are the `rows`), each channel also remembers the dev
 subsequences (`edge.memory.LagMemory`, one per channel) and its distance becomes the smaller
 of the two: a shape the device keeps seeing after training (a plant settled into a new state
 after a repair, a command sequence used only later) stops counting as new once seen about k
-times, while a one-off shape keeps its distance. Without one the kind is stateless.
+times, while a one-off shape keeps its distance. Shapes a person taught as normal (`feedback`,
+`edge.feedback`) excuse themselves at any size from 1/`taught_scale` to `taught_scale` times
+theirs (`edge.memory.nearest_scaled_distances`): a daily event recurs at another height each
+day, and a shape distance in a quiet channel's spread would take each new height for a new
+shape. Without a memory the kind is stateless.
 """
 
 from __future__ import annotations
@@ -25,9 +29,14 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from edge.memory import LagMemory
+from edge.memory import LagMemory, nearest_scaled_distances
 from edge.scorers.base import FloatArray, ManifestView, Scorer, ScoringBatch, Stateful
 from edge.scorers.spec import ScorerSpec
+
+# Two noisy copies of one shape lie sqrt(2) times as far apart as one copy from the shape
+# itself (a centroid, the mean of many): remembered subsequences are noisy copies, so their
+# distances are scaled to the centroids' before the two are compared.
+NOISY_PAIR = 1.0 / np.sqrt(2.0)
 
 
 class ChannelKmeansScorerSpec(ScorerSpec):
@@ -38,6 +47,9 @@ class ChannelKmeansScorerSpec(ScorerSpec):
         min_length=1, description="per judged channel: its centroids, each `rows` values")
     spread: list[float] = Field(
         min_length=1, description="per judged channel: its held-out distance scale, > 0")
+    taught_scale: float = Field(
+        2.0, ge=1.0, description="a taught shape excuses itself from 1/this to this many "
+        "times its size (1: only as taught)")
     centred: list[bool] = Field(
         default_factory=list, description="per judged channel: judged by its shape alone (the "
         "subsequence's mean taken off: a slow channel whose level wanders); [] none")
@@ -71,6 +83,7 @@ class ChannelKmeansScorer(Scorer):
         self.centroids = [np.asarray(c, dtype=np.float64) for c in spec.centroids]
         self.spread = np.asarray(spec.spread, dtype=np.float64)
         self.centred = list(spec.centred) or [False] * len(spec.channels)
+        self.taught_scale = spec.taught_scale
 
     @classmethod
     def check(cls, spec: ScorerSpec, manifest: ManifestView) -> None:
@@ -111,7 +124,11 @@ class ChannelKmeansScorer(Scorer):
             memory = state.get(self._memory_key(j))
             if memory is not None:
                 assert isinstance(memory, LagMemory)
-                distance = np.minimum(distance, memory.distances(x))
+                remembered = memory.distances(x)
+                if memory.taught.size:
+                    remembered = np.minimum(remembered, nearest_scaled_distances(
+                        x, memory.taught, self.taught_scale))
+                distance = np.minimum(distance, remembered * NOISY_PAIR)
             out[:, j] = distance / self.spread[j]
         return out
 
