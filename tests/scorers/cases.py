@@ -285,7 +285,7 @@ def _channel_kmeans_reference(stream: Stream) -> FloatArray:
             seen = sorted(float(np.sqrt(np.sum((x - windows[i, -3:, c]) ** 2)))
                           for i in range(max(0, t - size), t - gap + 1))
             if len(seen) >= k:
-                best = min(best, seen[k - 1] / np.sqrt(2.0))
+                best = min(best, seen[k - 1])
             per.append(best / spread)
         out.append(max(per))
     return np.array(out)
