@@ -154,13 +154,18 @@ class LagMemory:
         self.taught = np.array(joined[forgotten:])
         return forgotten
 
-    def distances(self, vectors: FloatArray) -> FloatArray:
+    def distances(self, vectors: FloatArray,
+                  needed: npt.NDArray[np.bool_] | None = None) -> FloatArray:
         """For each lag vector of a batch (in stream order), the distance to the k-th nearest
         vector of windows g-size .. g-gap (inf while fewer than k are held); the memory then
-        holds the batch too."""
+        holds the batch too. With `needed`, only those vectors' distances are computed (the
+        others get inf) and every vector is held all the same: a scorer whose model already
+        finds a window familiar need not search its memory."""
         vectors = np.asarray(vectors, dtype=np.float64)
         if vectors.ndim != 2:
             raise ValueError(f"lag vectors must be 2-D, got shape {vectors.shape}")
+        if needed is not None and needed.shape != (len(vectors),):
+            raise ValueError(f"needed must have one flag per vector, got shape {needed.shape}")
         if self._vectors is None:
             self._vectors = np.zeros((self.spec.size, vectors.shape[1]))
         out = np.empty(len(vectors))
@@ -168,9 +173,12 @@ class LagMemory:
         work = np.empty((rows, size + rows)), np.empty((rows, size)), np.empty((rows, size), bool)
         for start in range(0, len(vectors), BLOCK):
             block = vectors[start : start + BLOCK]
-            out[start : start + len(block)] = self._block(block, *work)
+            wanted = None if needed is None else needed[start : start + BLOCK]
+            out[start : start + len(block)] = self._block(block, *work, wanted)
         if self.taught.size:
-            np.minimum(out, self._taught_distances(vectors), out=out)
+            asked = np.arange(len(vectors)) if needed is None else np.flatnonzero(needed)
+            if asked.size:
+                out[asked] = np.minimum(out[asked], self._taught_distances(vectors[asked]))
         return out
 
     def _taught_distances(self, vectors: FloatArray) -> FloatArray:
@@ -178,36 +186,43 @@ class LagMemory:
         return nearest_distances(vectors, self.taught)
 
     def _block(self, block: FloatArray, d2_work: FloatArray, scratch: FloatArray,
-               mask: npt.NDArray[np.bool_]) -> FloatArray:
+               mask: npt.NDArray[np.bool_], wanted: npt.NDArray[np.bool_] | None = None
+               ) -> FloatArray:
         assert self._vectors is not None
         size, gap, k = self.spec.size, self.spec.gap, self.spec.k
         n, m = self.count, len(block)
-        g = n + np.arange(m)[:, None]  # the block's window ids, as a column
-        # squared distances to every held slot, then to the block's own earlier windows, each
-        # pair computed elementwise (no matrix product) so that any batch split gives the bits
-        d2 = d2_work[:m, : size + m]
-        to_held, to_block = d2[:, :size], d2[:, size:]
-        to_held.fill(0.0)
-        _add_squared_distances(block, self._vectors, to_held, scratch[:m])
-        to_block.fill(0.0)
-        _add_squared_distances(block, block, to_block, np.empty((m, m)))
-        # the window each slot holds: the latest g < n with g % size == slot (-1: none yet);
-        # a slot counts when it holds one of windows g-size .. g-gap
-        slots = np.arange(size)
-        held = np.where(slots < n, n - 1 - (n - 1 - slots) % size, -1)[None, :]
-        np.less(held, np.maximum(g - size, 0), out=mask[:m])
-        np.copyto(to_held, np.inf, where=mask[:m])
-        np.greater(held, g - gap, out=mask[:m])
-        np.copyto(to_held, np.inf, where=mask[:m])
-        own = n + np.arange(m)[None, :]
-        np.copyto(to_block, np.inf, where=(own < g - size) | (own > g - gap))
-        d2.partition(k - 1, axis=1)
-        kth = d2[:, k - 1].copy()
+        rows = np.arange(m) if wanted is None else np.flatnonzero(wanted)
+        out = np.full(m, np.inf)
+        if rows.size:
+            r = rows.size
+            query = block[rows]
+            g = n + rows[:, None]  # the queried windows' ids, as a column
+            # squared distances to every held slot, then to the block's own earlier windows,
+            # each pair computed elementwise (no matrix product) so that any batch split
+            # gives the bits
+            d2 = d2_work[:r, : size + m]
+            to_held, to_block = d2[:, :size], d2[:, size:]
+            to_held.fill(0.0)
+            _add_squared_distances(query, self._vectors, to_held, scratch[:r])
+            to_block.fill(0.0)
+            _add_squared_distances(query, block, to_block, np.empty((r, m)))
+            # the window each slot holds: the latest g < n with g % size == slot (-1: none
+            # yet); a slot counts when it holds one of windows g-size .. g-gap
+            slots = np.arange(size)
+            held = np.where(slots < n, n - 1 - (n - 1 - slots) % size, -1)[None, :]
+            np.less(held, np.maximum(g - size, 0), out=mask[:r])
+            np.copyto(to_held, np.inf, where=mask[:r])
+            np.greater(held, g - gap, out=mask[:r])
+            np.copyto(to_held, np.inf, where=mask[:r])
+            own = n + np.arange(m)[None, :]
+            np.copyto(to_block, np.inf, where=(own < g - size) | (own > g - gap))
+            d2.partition(k - 1, axis=1)
+            out[rows] = np.sqrt(d2[:, k - 1])
         # keep the block's vectors (the last `size` of them if the block is longer)
         keep = np.arange(max(0, m - size), m)
         self._vectors[(n + keep) % size] = block[keep]
         self.count = n + m
-        return np.asarray(np.sqrt(kth))
+        return out
 
 
 RECENT = 64  # the last windows' rows a taught memory holds, for an alert's recording

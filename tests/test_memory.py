@@ -160,3 +160,18 @@ def test_scaled_nearest_distance_takes_each_reference_at_its_best_size() -> None
     halves = np.concatenate([nearest_scaled_distances(vectors[:1], shape, 2.0),
                              nearest_scaled_distances(vectors[1:], shape, 2.0)])
     assert np.array_equal(halves, scaled)
+
+
+def test_only_the_needed_distances_are_computed_and_every_vector_is_held() -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(300, 4))
+    needed = rng.random(300) < 0.3
+    full, partial = LagMemory(MemorySpec(lags=4, size=50, gap=3, k=2)), LagMemory(
+        MemorySpec(lags=4, size=50, gap=3, k=2))
+    every = np.concatenate([full.distances(vectors[i : i + 37]) for i in range(0, 300, 37)])
+    some = np.concatenate([partial.distances(vectors[i : i + 37], needed[i : i + 37])
+                           for i in range(0, 300, 37)])
+    assert np.array_equal(some[needed], every[needed])
+    assert np.all(np.isinf(some[~needed]))
+    assert all(np.array_equal(a, b) for a, b in zip(full.snapshot().values(),
+                                                     partial.snapshot().values(), strict=True))

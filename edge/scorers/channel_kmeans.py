@@ -12,14 +12,14 @@ is judged by its shape alone, the subsequence's mean taken off. Per channel
 (`channel_scores`), so the alert names the channel.
 
 With a `memory` (its `lags` are the `rows`), each channel also remembers the device's own last
-subsequences (`edge.memory.LagMemory`, one per channel) and its distance becomes the smaller
-of the two: a shape the device keeps seeing after training (a plant settled into a new state
-after a repair, a command sequence used only later) stops counting as new once seen about k
-times, while a one-off shape keeps its distance. Shapes a person taught as normal (`feedback`,
-`edge.feedback`) excuse themselves at any size from 1/`taught_scale` to `taught_scale` times
-theirs (`edge.memory.nearest_scaled_distances`): a daily event recurs at another height each
-day, and a shape distance in a quiet channel's spread would take each new height for a new
-shape. Without a memory the kind is stateless.
+subsequences (`edge.memory.LagMemory`, one per channel) and a distance beyond the channel's
+spread becomes the smaller of the two: a shape the device keeps seeing after training (a plant
+settled into a new state after a repair, a command sequence used only later) stops counting as
+new once seen about k times, while a one-off shape keeps its distance. Shapes a person taught
+as normal (`feedback`, `edge.feedback`) excuse themselves at any size from 1/`taught_scale` to
+`taught_scale` times theirs (`edge.memory.nearest_scaled_distances`): a daily event recurs at
+another height each day, and a shape distance in a quiet channel's spread would take each new
+height for a new shape. Without a memory the kind is stateless.
 """
 
 from __future__ import annotations
@@ -126,10 +126,13 @@ class ChannelKmeansScorer(Scorer):
             memory = state.get(self._memory_key(j))
             if memory is not None:
                 assert isinstance(memory, LagMemory)
-                distance = np.minimum(distance, memory.distances(x))
-                if memory.taught.size:
-                    distance = np.minimum(distance, NOISY_PAIR * nearest_scaled_distances(
-                        x, memory.taught, self.taught_scale))
+                # only a subsequence beyond the channel's spread is looked up: below it the
+                # memory could lower no score that matters, and the search is most of the cost
+                beyond = distance > self.spread[j]
+                distance = np.minimum(distance, memory.distances(x, beyond))
+                if memory.taught.size and beyond.any():
+                    distance[beyond] = np.minimum(distance[beyond], NOISY_PAIR * (
+                        nearest_scaled_distances(x[beyond], memory.taught, self.taught_scale)))
             out[:, j] = distance / self.spread[j]
         return out
 

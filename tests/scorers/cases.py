@@ -271,8 +271,9 @@ CHANNEL_MEMORY = {"lags": 3, "size": 30, "gap": 3, "k": 2}
 
 
 def _channel_kmeans_reference(stream: Stream) -> FloatArray:
-    """Per channel: the nearest centroid, or the k-th nearest of the channel's subsequences
-    of windows t-size .. t-gap if nearer; in the channel's spread; the largest channel."""
+    """Per channel: the nearest centroid, or, when that is beyond the spread, the k-th
+    nearest of the channel's subsequences of windows t-size .. t-gap if nearer; in the
+    channel's spread; the largest channel."""
     size, gap, k = (CHANNEL_MEMORY[key] for key in ("size", "gap", "k"))
     windows = stream["windows"]
     out = []
@@ -284,7 +285,7 @@ def _channel_kmeans_reference(stream: Stream) -> FloatArray:
             best = min(float(np.sqrt(np.sum((x - np.array(v)) ** 2))) for v in cents)
             seen = sorted(float(np.sqrt(np.sum((x - windows[i, -3:, c]) ** 2)))
                           for i in range(max(0, t - size), t - gap + 1))
-            if len(seen) >= k:
+            if len(seen) >= k and best > spread:  # only beyond the spread is memory asked
                 best = min(best, seen[k - 1])
             per.append(best / spread)
         out.append(max(per))
