@@ -338,3 +338,86 @@ class TaughtMemory:
         if not self._departures.size:
             return out
         return nearest_distances(self.whiten(rows), self._departures)
+
+
+class TaughtScores:
+    """What a person taught one device as normal for one per-sensor scorer (`twin`,
+    `variability`, `twin_reading`, ...): each taught window's member scores, signed, in the
+    members' spreads ((members,) a window), and the last RECENT windows' (`latest`, for
+    `edge.feedback`, which records an alert's windows and teaches them).
+
+    A window is then judged against its nearest taught one (`excused`): each member's departure
+    from what that member did in the taught window. A member that was normal then (|z| under
+    `level`) is compared with 0, so a fault on a sensor the taught event did not move is judged
+    as before; a member the event moved is excused by as much as it moved then. A taught pattern
+    is held for good, at most `size` windows (the oldest forgotten beyond)."""
+
+    def __init__(self, size: int = 3000, level: float = 1.0) -> None:
+        self.size, self.level = size, level
+        self._recent: FloatArray | None = None  # (RECENT, members), window g at g % RECENT
+        self.count = 0
+        self.taught: FloatArray = np.zeros((0, 0))  # (t, members), oldest first
+
+    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
+        recent = self._recent if self._recent is not None else np.zeros((0, 0))
+        return {"count": np.array(self.count), "recent": recent.copy(),
+                "taught": self.taught.copy()}
+
+    def restore(self, saved: dict[str, npt.NDArray[Any]]) -> None:
+        recent = np.asarray(saved["recent"], dtype=np.float64)
+        taught = np.asarray(saved["taught"], dtype=np.float64)
+        if recent.size and recent.shape[0] != RECENT:
+            raise ValueError(f"taught scores of {recent.shape[0]} recent windows, expected "
+                             f"{RECENT}")
+        if taught.size and (taught.ndim != 2 or taught.shape[0] > self.size or (
+                recent.size and taught.shape[1] != recent.shape[1])):
+            raise ValueError(f"taught scores of shape {taught.shape} do not fit {self.size} "
+                             f"windows of shape {recent.shape[1:]}")
+        self._recent = recent.copy() if recent.size else None
+        self.count = int(saved["count"])
+        self.taught = taught.copy() if taught.size else np.zeros((0, 0))
+
+    def latest(self, n: int) -> FloatArray:
+        n = min(n, self.count, RECENT)
+        if self._recent is None or n <= 0:
+            width = 0 if self._recent is None else self._recent.shape[1]
+            return np.zeros((0, width))
+        return np.array(self._recent[np.arange(self.count - n, self.count) % RECENT])
+
+    def teach(self, scores: FloatArray) -> int:
+        """Hold windows' member scores (t, members) as normal for good; returns how many of
+        the oldest taught were forgotten."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.ndim != 2 or not len(scores):
+            return 0
+        width = self._recent.shape[1] if self._recent is not None else (
+            self.taught.shape[1] if self.taught.size else scores.shape[1])
+        if scores.shape[1] != width:
+            raise ValueError(f"taught scores of {scores.shape[1]} members, the memory holds "
+                             f"{width}")
+        keep = np.where(np.abs(scores) >= self.level, scores, 0.0)
+        joined = np.vstack([self.taught, keep]) if self.taught.size else keep
+        forgotten = max(0, len(joined) - self.size)
+        self.taught = np.array(joined[forgotten:])
+        return forgotten
+
+    def excused(self, scores: FloatArray) -> FloatArray:
+        """(B, members) each member's |departure| from the nearest taught window (nearest by
+        the largest member departure); `scores` itself (absolute) with nothing taught. The
+        windows then count as the latest."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if self._recent is None:
+            self._recent = np.zeros((RECENT, scores.shape[1]))
+        keep = np.arange(max(0, len(scores) - RECENT), len(scores))
+        self._recent[(self.count + keep) % RECENT] = np.nan_to_num(scores[keep])
+        self.count += len(scores)
+        if not self.taught.size:
+            return np.abs(scores)
+        best = np.abs(scores)
+        worst = np.nan_to_num(best, nan=0.0).max(axis=1)
+        for taught in self.taught:  # elementwise per taught window: any batch split, same bits
+            departure = np.abs(scores - taught[None, :])
+            largest = np.nan_to_num(departure, nan=0.0).max(axis=1)
+            better = largest < worst
+            best[better], worst[better] = departure[better], largest[better]
+        return best

@@ -17,6 +17,7 @@ from typing import Any
 import numpy.typing as npt
 
 from edge.bundle import Manifest
+from edge.memory import TaughtScores
 from edge.scorers.base import FloatArray, Scorer, ScoringBatch, Stateful
 from edge.scorers.registry import build
 from edge.scorers.steps import new_step_state, remembered, stepped
@@ -82,11 +83,15 @@ class ScoreState:
             grouped.setdefault(name, {})[field] = value
         fresh = ScoreState(self._manifest, self._scorers)
         parts = fresh._flat()
+        # a state saved before the per-sensor kinds kept taught scores has none: they start empty
+        absent = {name for name, part in parts.items()
+                  if name not in grouped and isinstance(part, TaughtScores)}
         try:
-            if set(grouped) != set(parts):
+            if set(grouped) != set(parts) - absent:
                 raise ValueError(f"parts {sorted(grouped)}, expected {sorted(parts)}")
             for name, part in parts.items():
-                part.restore(grouped[name])
+                if name not in absent:
+                    part.restore(grouped[name])
         except (KeyError, ValueError) as exc:
             raise ValueError(f"the saved state does not fit this bundle: {exc}") from exc
         self.parts = fresh.parts

@@ -21,6 +21,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from edge.memory import TaughtScores
 from edge.scorers.base import FloatArray, ManifestView, Scorer, ScoringBatch, Stateful
 from edge.scorers.spec import ScorerSpec
 
@@ -140,9 +141,23 @@ class TwinGroupScorer(Scorer):
         the windows' read values (NaN where filled); NaN where a member cannot be judged."""
         raise NotImplementedError
 
+    def new_state(self) -> dict[str, Stateful]:
+        """What a person taught as normal on this device (`feedback`): the windows' member
+        scores, each later window judged by its departure from the nearest taught one."""
+        return {f"taught.{self.name}": TaughtScores()}
+
+    def taught_scores(self, z: FloatArray, state: dict[str, Stateful]) -> FloatArray:
+        """(B, members) |z| where nothing was taught, else each member's departure from the
+        nearest taught window where that is smaller (signed z: the members' own scores)."""
+        taught = state.get(f"taught.{self.name}")
+        if taught is None:
+            return np.asarray(np.abs(z))
+        assert isinstance(taught, TaughtScores)
+        return taught.excused(z)
+
     def score(self, batch: ScoringBatch, state: dict[str, Stateful]) -> FloatArray:
-        z = np.abs(self.member_values(batch.readings()) - self.center) / self.spread
-        return self.report(batch, z)
+        z = (self.member_values(batch.readings()) - self.center) / self.spread
+        return self.report(batch, self.taught_scores(z, state))
 
     def report(self, batch: ScoringBatch, per_member: FloatArray) -> FloatArray:
         """Leave each member's (B, members) score as its channel's (`channel_scores`) and

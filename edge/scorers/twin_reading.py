@@ -102,4 +102,4 @@ class TwinReadingScorer(TwinGroupScorer):
         # one-sided: a window quieter than usual is no fault of this kind (stuck is
         # `variability`'s)
         excess = np.maximum(self.member_values(batch.readings()) - self.center, 0.0)
-        return self.report(batch, excess / self.spread)
+        return self.report(batch, self.taught_scores(excess / self.spread, state))

@@ -34,6 +34,9 @@ class TwinSpikeScorer(TwinGroupScorer):
     kind: ClassVar[str] = "twin_spike"
     spec_type = TwinSpikeScorerSpec
 
+    def new_state(self) -> dict[str, Stateful]:
+        return {}  # stateless: no taught scores (it is no default member)
+
     def score(self, batch: ScoringBatch, state: dict[str, Stateful]) -> FloatArray:
         residuals = row_residuals(batch.readings(), self.matrix)
         z = np.abs(residuals - self.center) / self.spread
