@@ -68,3 +68,26 @@ def test_a_state_saved_before_taught_scores_existed_restores() -> None:
     assert fresh.snapshot().keys() == state.snapshot().keys()
     with pytest.raises(ValueError, match="does not fit"):  # a part it does not know still fails
         fresh.restore({**saved, "memory.other.count": np.array(1)})
+
+
+def test_feedback_on_twin_windows_excuses_them_on_the_device() -> None:
+    """The twin scorer's state, fed and taught the way `edge.feedback` does (the windows'
+    latest member scores): the same windows score low again; windows that are not near them
+    mostly keep theirs."""
+    from edge.feedback import memories, teach
+    from edge.score_state import ScoreState
+    from tests.scorers.cases import CASES, stream
+    from tests.scorers.test_contract import manifest_for, run
+
+    manifest = manifest_for(CASES["twin"])
+    s = stream()
+    state = ScoreState(manifest)
+    raw, _ = run(state, s)
+    held = memories(state)
+    assert "taught.twin" in held
+    taught = teach({"taught.twin": held["taught.twin"].latest(10)}, state)
+    assert taught == {"taught.twin": 10}
+    again, _ = run(state, s)
+    assert np.all(again[-10:] < 0.5 * raw[-10:] + 1e-9)
+    assert np.all(again <= raw + 1e-9)  # teaching only ever lowers a score
+    assert np.mean(again[:100] > 0.9 * raw[:100]) > 0.5  # and leaves windows unlike them
