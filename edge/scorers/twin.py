@@ -5,7 +5,8 @@ averaged over the last `rows` rows of the window; that residual's distance from 
 centre, in its training spread, is the member's score, and the largest over members is the
 scorer's. Weather and pollution move twins together and cancel out; a sensor that drifts,
 sticks, scales or leaves its twins does not. Per channel, so the alert names the sensor
-(`channel_scores`). Stateless.
+(`channel_scores`). Its state is only what a person taught as normal (`TaughtScores`, for
+every per-twin kind that scores through `TwinGroupScorer.score` or `taught_scores`).
 
 Only values the sensors sent count: a value the device forward-filled (a dropout) is left
 out, a member's residual is averaged over the rows where it and its twins were all read, and

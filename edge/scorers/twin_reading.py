@@ -14,7 +14,7 @@ stands out at full height for as long as it is in the window, whatever the level
 
 Only values the sensors sent count (`edge.scorers.twin`); a member is judged on the rows
 where it and its twins were read, and not at all when fewer than half the window's rows were.
-Per channel; stateless.
+Per channel; its state is only what a person taught as normal (`edge.memory.TaughtScores`).
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """kind `variability`: each twin sensor's variability against its twins' (stuck or noisy).
 
-Per member of a twin group: the log of its standard deviation over the window minus the mean
-of its twins' log deviations; that difference's distance from its training centre, in its
-training spread, is the member's score, the largest over members the scorer's. A stuck sensor
-(its variance collapses while its twins move) and a noisy one (its variance explodes) stand
-out; a windy hour that makes every twin noisier does not. `floor` (scaled units, from the
-training rows) keeps a perfectly flat window finite. Per channel; stateless. Forward-filled
-values are left out (a dropout's held value is flat, not stuck): a member is judged on its
-read rows when at least half the window was read (`edge.scorers.twin`).
+Per member of a twin group: the log of its standard deviation over the window minus the mean of
+its twins' log deviations; that difference's distance from its training centre, in its training
+spread, is the member's score, the largest over members the scorer's. A stuck sensor (its
+variance collapses while its twins move) and a noisy one (its variance explodes) stand out; a
+windy hour that makes every twin noisier does not. `floor` (scaled units, from the training
+rows) keeps a perfectly flat window finite. Per channel; its state is only what was taught as
+normal (`edge.memory.TaughtScores`). Forward-filled values are left out (a dropout's held value
+is flat, not stuck): a member is judged on its read rows when at least half the window was read
+(`edge.scorers.twin`).
 """
 
 from __future__ import annotations
