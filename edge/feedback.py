@@ -33,11 +33,11 @@ import numpy.typing as npt
 
 from edge.decide import AlertEvent
 from edge.long_shape import LongShape
-from edge.memory import LagMemory, TaughtMemory, TaughtScores
+from edge.memory import LagMemory, TaughtWindows
 from edge.score_state import ScoreState
 
 FloatArray = npt.NDArray[np.float64]
-Memory = LagMemory | TaughtMemory | TaughtScores
+Memory = LagMemory | TaughtWindows
 
 
 def memories(state: ScoreState) -> dict[str, Memory]:
@@ -46,7 +46,7 @@ def memories(state: ScoreState) -> dict[str, Memory]:
     found: dict[str, Memory] = {}
     for parts in state.parts.values():
         for key, part in parts.items():
-            if isinstance(part, LagMemory | TaughtMemory | TaughtScores):
+            if isinstance(part, LagMemory | TaughtWindows):
                 found[key] = part
             elif isinstance(part, LongShape):
                 found[key] = part.memory

@@ -228,7 +228,94 @@ class LagMemory:
 RECENT = 64  # the last windows' rows a taught memory holds, for an alert's recording
 
 
-class TaughtMemory:
+class TaughtWindows:
+    """What the taught memories share: the windows a person taught as normal (`taught`, oldest
+    first, at most `size`, held for good) and the last RECENT windows' values (`latest`, for
+    `edge.feedback`, which records an alert's windows and teaches them). A subclass says what
+    it keeps of a taught window (`_kept`) and may derive more from the taught ones
+    (`_taught_changed`)."""
+
+    what = "windows"  # in messages: "taught <what> of ..."
+    unit = "values"  # what a window's width counts
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._recent: FloatArray | None = None  # (RECENT, width), window g at g % RECENT
+        self.count = 0  # windows seen
+        self.taught: FloatArray = np.zeros((0, 0))  # (t, width), oldest first
+
+    def _kept(self, rows: FloatArray) -> FloatArray:
+        """What is held of taught windows (t, width)."""
+        return rows
+
+    def _taught_changed(self) -> None:
+        """`taught` was set (taught, restored)."""
+
+    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
+        recent = self._recent if self._recent is not None else np.zeros((0, 0))
+        return {"count": np.array(self.count), "recent": recent.copy(),
+                "taught": self.taught.copy()}
+
+    def restore(self, saved: dict[str, npt.NDArray[Any]]) -> None:
+        recent = np.asarray(saved["recent"], dtype=np.float64)
+        taught = np.asarray(saved["taught"], dtype=np.float64)
+        if recent.size and recent.shape[0] != RECENT:
+            raise ValueError(f"taught {self.what}: {recent.shape[0]} recent windows, expected "
+                             f"{RECENT}")
+        if taught.size and (taught.ndim != 2 or taught.shape[0] > self.size or (
+                recent.size and taught.shape[1] != recent.shape[1])):
+            raise ValueError(f"taught {self.what} of shape {taught.shape} do not fit a memory "
+                             f"of {self.size} windows of shape {recent.shape[1:]}")
+        self._set_taught(taught.copy() if taught.size else np.zeros((0, 0)))
+        self._recent = recent.copy() if recent.size else None
+        self.count = int(saved["count"])
+
+    def latest(self, n: int) -> FloatArray:
+        """The values of the last `n` windows (n <= RECENT and <= count), in stream order."""
+        n = min(n, self.count, RECENT)
+        if self._recent is None or n <= 0:
+            width = 0 if self._recent is None else self._recent.shape[1]
+            return np.zeros((0, width))
+        return np.array(self._recent[np.arange(self.count - n, self.count) % RECENT])
+
+    def _hold_recent(self, values: FloatArray) -> None:
+        """The batch's windows (in stream order) become the latest."""
+        if self._recent is None:
+            self._recent = np.zeros((RECENT, values.shape[1]))
+        keep = np.arange(max(0, len(values) - RECENT), len(values))
+        self._recent[(self.count + keep) % RECENT] = values[keep]
+        self.count += len(values)
+
+    def teach(self, rows: FloatArray) -> int:
+        """Hold windows (t, width) as normal for good; the oldest taught beyond `size` are
+        forgotten. Returns how many were forgotten."""
+        rows = np.asarray(rows, dtype=np.float64)
+        if rows.ndim != 2 or not len(rows):
+            return 0
+        width = self._recent.shape[1] if self._recent is not None else (
+            self.taught.shape[1] if self.taught.size else rows.shape[1])
+        if rows.shape[1] != width:
+            raise ValueError(f"taught {self.what} of {rows.shape[1]} {self.unit}, the memory "
+                             f"holds {width}")
+        keep = self._kept(rows)
+        joined = np.vstack([self.taught, keep]) if self.taught.size else keep
+        forgotten = max(0, len(joined) - self.size)
+        joined = np.array(joined[forgotten:])
+        self._set_taught(joined if len(joined) else np.zeros((0, 0)))
+        return forgotten
+
+    def _set_taught(self, taught: FloatArray) -> None:
+        """`taught` and what derives from it, or neither (a ValueError leaves both)."""
+        previous = self.taught
+        self.taught = taught
+        try:
+            self._taught_changed()
+        except ValueError:
+            self.taught = previous
+            raise
+
+
+class TaughtMemory(TaughtWindows):
     """The windows a person taught one device as normal, for one window-features distance
     (`TaughtSpec`): the rows of each taught window (its last `lags` scaled rows, flattened:
     the distance model's input, so they stay meaningful for another model of the same
@@ -243,15 +330,15 @@ class TaughtMemory:
     (`latest`, for `edge.feedback`). Every sum runs in a fixed order, elementwise, so any
     batch split gives the same bits."""
 
+    what = "rows"
+
     def __init__(self, spec: TaughtSpec) -> None:
+        super().__init__(spec.size)  # taught: (t, lags * C) rows
         self.spec = spec
         self._keep = np.array(spec.keep, dtype=np.intp)
         self._center = np.array(spec.center, dtype=np.float64)
         self._factor = np.array(spec.factor, dtype=np.float64)
         self._twins = np.array(spec.twins, dtype=np.float64) if spec.twins else None
-        self._recent: FloatArray | None = None  # (RECENT, width), window g at g % RECENT
-        self.count = 0  # windows seen
-        self.taught: FloatArray = np.zeros((0, 0))  # (t, lags * C) rows taught, oldest first
         self._departures: FloatArray = np.zeros((0, 0))  # (t, components)
 
     def whiten(self, rows: FloatArray) -> FloatArray:
@@ -272,55 +359,16 @@ class TaughtMemory:
         return _summed([centred[:, f, None] * self._factor[f][None, :]
                         for f in range(centred.shape[1])])
 
-    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
-        recent = self._recent if self._recent is not None else np.zeros((0, 0))
-        return {"count": np.array(self.count), "recent": recent.copy(),
-                "taught": self.taught.copy()}
+    def _kept(self, rows: FloatArray) -> FloatArray:
+        return np.asarray(rows[np.isfinite(rows).all(axis=1)])
 
-    def restore(self, saved: dict[str, npt.NDArray[Any]]) -> None:
-        recent = np.asarray(saved["recent"], dtype=np.float64)
-        taught = np.asarray(saved["taught"], dtype=np.float64)
-        if recent.size and recent.shape[0] != RECENT:
-            raise ValueError(f"taught memory of {recent.shape[0]} recent rows, expected {RECENT}")
-        if taught.size and (taught.ndim != 2 or taught.shape[0] > self.spec.size or (
-                recent.size and taught.shape[1] != recent.shape[1])):
-            raise ValueError(f"taught rows of shape {taught.shape} do not fit a memory of "
-                             f"{self.spec.size} rows of shape {recent.shape[1:]}")
-        departures = self._departures_of(taught) if taught.size else np.zeros((0, 0))
-        self._recent = recent.copy() if recent.size else None
-        self.count = int(saved["count"])
-        self.taught = taught.copy() if taught.size else np.zeros((0, 0))
-        self._departures = departures
+    def _taught_changed(self) -> None:
+        self._departures = (self._departures_of(self.taught) if self.taught.size
+                            else np.zeros((0, 0)))
 
     def _departures_of(self, rows: FloatArray) -> FloatArray:
         whitened = self.whiten(rows)
         return np.where(np.abs(whitened) >= self.spec.level, whitened, 0.0)
-
-    def latest(self, n: int) -> FloatArray:
-        """The rows of the last `n` windows (n <= RECENT and <= count), in stream order."""
-        n = min(n, self.count, RECENT)
-        if self._recent is None or n <= 0:
-            width = 0 if self._recent is None else self._recent.shape[1]
-            return np.zeros((0, width))
-        return np.array(self._recent[np.arange(self.count - n, self.count) % RECENT])
-
-    def teach(self, rows: FloatArray) -> int:
-        """Remember windows' rows (t, lags * C) as normal for good; the oldest taught beyond
-        `size` are forgotten. Returns how many were forgotten."""
-        rows = np.asarray(rows, dtype=np.float64)
-        if rows.ndim != 2 or not len(rows):
-            return 0
-        width = self._recent.shape[1] if self._recent is not None else (
-            self.taught.shape[1] if self.taught.size else rows.shape[1])
-        if rows.shape[1] != width:
-            raise ValueError(f"taught rows of {rows.shape[1]} values, the memory holds {width}")
-        keep = rows[np.isfinite(rows).all(axis=1)]
-        joined = np.vstack([self.taught, keep]) if self.taught.size else keep
-        forgotten = max(0, len(joined) - self.spec.size)
-        joined = np.array(joined[forgotten:])
-        self._departures = self._departures_of(joined) if len(joined) else np.zeros((0, 0))
-        self.taught = joined if len(joined) else np.zeros((0, 0))
-        return forgotten
 
     def distances(self, rows: FloatArray) -> FloatArray:
         """Per window (rows (B, lags * C), in stream order), the distance of its whitened
@@ -329,18 +377,14 @@ class TaughtMemory:
         rows = np.asarray(rows, dtype=np.float64)
         if rows.ndim != 2:
             raise ValueError(f"rows must be 2-D, got shape {rows.shape}")
-        if self._recent is None:
-            self._recent = np.zeros((RECENT, rows.shape[1]))
-        keep = np.arange(max(0, len(rows) - RECENT), len(rows))
-        self._recent[(self.count + keep) % RECENT] = rows[keep]
-        self.count += len(rows)
+        self._hold_recent(rows)
         out = np.full(len(rows), np.inf)
         if not self._departures.size:
             return out
         return nearest_distances(self.whiten(rows), self._departures)
 
 
-class TaughtScores:
+class TaughtScores(TaughtWindows):
     """What a person taught one device as normal for one per-sensor scorer (`twin`,
     `variability`, `twin_reading`, ...): each taught window's member scores, signed, in the
     members' spreads ((members,) a window), and the last RECENT windows' (`latest`, for
@@ -352,65 +396,21 @@ class TaughtScores:
     as before; a member the event moved is excused by as much as it moved then. A taught pattern
     is held for good, at most `size` windows (the oldest forgotten beyond)."""
 
+    what, unit = "scores", "members"
+
     def __init__(self, size: int = 3000, level: float = 1.0) -> None:
-        self.size, self.level = size, level
-        self._recent: FloatArray | None = None  # (RECENT, members), window g at g % RECENT
-        self.count = 0
-        self.taught: FloatArray = np.zeros((0, 0))  # (t, members), oldest first
+        super().__init__(size)  # taught: (t, members) signed member scores
+        self.level = level
 
-    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
-        recent = self._recent if self._recent is not None else np.zeros((0, 0))
-        return {"count": np.array(self.count), "recent": recent.copy(),
-                "taught": self.taught.copy()}
-
-    def restore(self, saved: dict[str, npt.NDArray[Any]]) -> None:
-        recent = np.asarray(saved["recent"], dtype=np.float64)
-        taught = np.asarray(saved["taught"], dtype=np.float64)
-        if recent.size and recent.shape[0] != RECENT:
-            raise ValueError(f"taught scores of {recent.shape[0]} recent windows, expected "
-                             f"{RECENT}")
-        if taught.size and (taught.ndim != 2 or taught.shape[0] > self.size or (
-                recent.size and taught.shape[1] != recent.shape[1])):
-            raise ValueError(f"taught scores of shape {taught.shape} do not fit {self.size} "
-                             f"windows of shape {recent.shape[1:]}")
-        self._recent = recent.copy() if recent.size else None
-        self.count = int(saved["count"])
-        self.taught = taught.copy() if taught.size else np.zeros((0, 0))
-
-    def latest(self, n: int) -> FloatArray:
-        n = min(n, self.count, RECENT)
-        if self._recent is None or n <= 0:
-            width = 0 if self._recent is None else self._recent.shape[1]
-            return np.zeros((0, width))
-        return np.array(self._recent[np.arange(self.count - n, self.count) % RECENT])
-
-    def teach(self, scores: FloatArray) -> int:
-        """Hold windows' member scores (t, members) as normal for good; returns how many of
-        the oldest taught were forgotten."""
-        scores = np.asarray(scores, dtype=np.float64)
-        if scores.ndim != 2 or not len(scores):
-            return 0
-        width = self._recent.shape[1] if self._recent is not None else (
-            self.taught.shape[1] if self.taught.size else scores.shape[1])
-        if scores.shape[1] != width:
-            raise ValueError(f"taught scores of {scores.shape[1]} members, the memory holds "
-                             f"{width}")
-        keep = np.where(np.abs(scores) >= self.level, scores, 0.0)
-        joined = np.vstack([self.taught, keep]) if self.taught.size else keep
-        forgotten = max(0, len(joined) - self.size)
-        self.taught = np.array(joined[forgotten:])
-        return forgotten
+    def _kept(self, rows: FloatArray) -> FloatArray:
+        return np.where(np.abs(rows) >= self.level, rows, 0.0)
 
     def excused(self, scores: FloatArray) -> FloatArray:
         """(B, members) each member's |departure| from the nearest taught window (nearest by
         the largest member departure); `scores` itself (absolute) with nothing taught. The
         windows then count as the latest."""
         scores = np.asarray(scores, dtype=np.float64)
-        if self._recent is None:
-            self._recent = np.zeros((RECENT, scores.shape[1]))
-        keep = np.arange(max(0, len(scores) - RECENT), len(scores))
-        self._recent[(self.count + keep) % RECENT] = np.nan_to_num(scores[keep])
-        self.count += len(scores)
+        self._hold_recent(np.nan_to_num(scores))
         if not self.taught.size:
             return np.abs(scores)
         best = np.abs(scores)

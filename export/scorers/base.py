@@ -34,6 +34,11 @@ class Option:
     help: str
 
 
+def flag(text: str) -> bool:
+    """An on/off option's value (`--scorer-options KIND.NAME=true`)."""
+    return text.lower() in ("1", "true", "yes")
+
+
 @dataclass(frozen=True)
 class TrainingData:
     """What a kind may fit on: the training rows only (scaled, filled) and their times."""

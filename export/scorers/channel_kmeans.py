@@ -28,7 +28,7 @@ import numpy as np
 
 from edge.bundle import Threshold
 from export.errors import InputError
-from export.scorers.base import FloatArray, Option, TrainerScorer, TrainingData
+from export.scorers.base import FloatArray, Option, TrainerScorer, TrainingData, flag
 from export.scorers.twin import sensor_threshold
 from export.twins import twin_groups
 from export.window_features import slow_channels
@@ -71,9 +71,9 @@ class ChannelKmeansTrainer(TrainerScorer):
         "clusters": Option(int, 16, "KMeans centroids per channel"),
         "spread_share": Option(float, 0.2, "share of the training windows held back for each "
                                            "channel's spread"),
-        "centre_slow": Option(lambda t: t.lower() in ("1", "true", "yes"), True,
+        "centre_slow": Option(flag, True,
                               "judge slow channels (window_features' slow test) by shape alone"),
-        "twins": Option(lambda t: t.lower() in ("1", "true", "yes"), False,
+        "twins": Option(flag, False,
                         "judge channels that have twins too (by default the per-sensor kinds "
                         "judge them)"),
         "memory": Option(int, 3000, "recent subsequences the device remembers per channel "
@@ -92,6 +92,11 @@ class ChannelKmeansTrainer(TrainerScorer):
         if rows < 1 or k < 1 or not 0.0 < share < 1.0:
             raise InputError("--scorer-options channel_kmeans: rows and clusters must be at "
                              "least 1, spread_share between 0 and 1")
+        size, gap, kth = (int(options.get(o, cls.options[o].default))
+                          for o in ("memory", "memory_gap", "memory_k"))
+        if size > 0 and not (1 <= gap < size and kth >= 1):
+            raise InputError(f"--scorer-options channel_kmeans: memory_gap {gap} must be at "
+                             f"least 1 and below memory {size}, memory_k {kth} at least 1")
         judged = judged_channels(data.rows)
         if not options.get("twins", False):
             twinned = {i for group in twin_groups(data.channels, data.rows) for i in group}
@@ -116,11 +121,6 @@ class ChannelKmeansTrainer(TrainerScorer):
             "name": "channel_kmeans", "kind": "channel_kmeans",
             "channels": [data.channels[c] for c in judged], "rows": rows,
             "centroids": centroids, "spread": spread, "centred": [bool(slow[c]) for c in judged]}
-        size, gap, kth = (int(options.get(o, cls.options[o].default))
-                          for o in ("memory", "memory_gap", "memory_k"))
-        if size > 0 and not (1 <= gap < size and kth >= 1):
-            raise InputError(f"--scorer-options channel_kmeans: memory_gap {gap} must be at "
-                             f"least 1 and below memory {size}, memory_k {kth} at least 1")
         if size > 0:
             spec["memory"] = {"lags": rows, "size": size, "gap": gap, "k": kth}
         return [spec]
