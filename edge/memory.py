@@ -98,6 +98,22 @@ def nearest_scaled_distances(vectors: FloatArray, references: FloatArray,
     return out
 
 
+def taught_width(held: FloatArray | None, taught: FloatArray) -> int | None:
+    """The width a memory's new taught rows must have: that of the rows it holds, else of
+    those taught before; None: any."""
+    if held is not None:
+        return int(held.shape[1])
+    return int(taught.shape[1]) if taught.size else None
+
+
+def append_taught(taught: FloatArray, kept: FloatArray, size: int) -> tuple[FloatArray, int]:
+    """`kept` after `taught`, the oldest beyond `size` forgotten: (the rows, how many were
+    forgotten)."""
+    joined = np.vstack([taught, kept]) if taught.size else kept
+    forgotten = max(0, len(joined) - size)
+    return np.array(joined[forgotten:]), forgotten
+
+
 class LagMemory:
     """The memory of one scorer on one device: its last `size` lag vectors."""
 
@@ -143,15 +159,12 @@ class LagMemory:
         vectors = np.asarray(vectors, dtype=np.float64)
         if vectors.ndim != 2 or not len(vectors):
             return 0
-        width = self._vectors.shape[1] if self._vectors is not None else (
-            self.taught.shape[1] if self.taught.size else vectors.shape[1])
-        if vectors.shape[1] != width:
+        width = taught_width(self._vectors, self.taught)
+        if width is not None and vectors.shape[1] != width:
             raise ValueError(f"taught vectors of {vectors.shape[1]} features, the memory holds "
                              f"{width}")
-        keep = vectors[np.isfinite(vectors).all(axis=1)]
-        joined = np.vstack([self.taught, keep]) if self.taught.size else keep
-        forgotten = max(0, len(joined) - self.spec.size)
-        self.taught = np.array(joined[forgotten:])
+        self.taught, forgotten = append_taught(
+            self.taught, vectors[np.isfinite(vectors).all(axis=1)], self.spec.size)
         return forgotten
 
     def distances(self, vectors: FloatArray,
@@ -292,15 +305,11 @@ class TaughtWindows:
         rows = np.asarray(rows, dtype=np.float64)
         if rows.ndim != 2 or not len(rows):
             return 0
-        width = self._recent.shape[1] if self._recent is not None else (
-            self.taught.shape[1] if self.taught.size else rows.shape[1])
-        if rows.shape[1] != width:
+        width = taught_width(self._recent, self.taught)
+        if width is not None and rows.shape[1] != width:
             raise ValueError(f"taught {self.what} of {rows.shape[1]} {self.unit}, the memory "
                              f"holds {width}")
-        keep = self._kept(rows)
-        joined = np.vstack([self.taught, keep]) if self.taught.size else keep
-        forgotten = max(0, len(joined) - self.size)
-        joined = np.array(joined[forgotten:])
+        joined, forgotten = append_taught(self.taught, self._kept(rows), self.size)
         self._set_taught(joined if len(joined) else np.zeros((0, 0)))
         return forgotten
 
