@@ -106,6 +106,7 @@ def scorer_specs(
     for name, kind, output in bundle_scorers(distance_scorers, config, flat):
         if kind == "flat":
             out.append(FlatScorerSpec(name=name, kind="flat", channels=list(flat),
+                                      tolerance=config.flat_tolerance,
                                       threshold=thresholds[name]))
             continue
         shape, memory = (long_shape_specs(name, config) if kind == "long_shape"

@@ -85,7 +85,14 @@ def test_a_departure_beyond_the_tolerance_alerts_and_one_within_does_not(
     replayed = replay_table(load_bundle(result.out_dir), table)
     starts = np.flatnonzero(alert_starts(replayed))
     assert starts.tolist() == [beyond, below]
-    assert replayed.scorers["flat"][within] == pytest.approx(0.04 / 0.045, rel=1e-6)
+    flat = replayed.scorers["flat"]
+    assert flat[within] == pytest.approx(0.04 / 0.045, rel=1e-6)
+    # beyond the tolerance the departure counts in the channel's scale (45.0): a departure of
+    # 1.0 is 1 + 0.001 x (1.0 / 0.045 - 1), and it holds while the row is in the window
+    length = load_bundle(result.out_dir).manifest.window.length
+    assert flat[below] == pytest.approx(1.0 + 0.001 * (1.0 / 0.045 - 1.0), rel=1e-6)
+    assert np.allclose(flat[below:below + length], flat[below])
+    assert flat[below - 1] == 0.0 and flat[below + length] == 0.0
     start = next(e for e in replayed.events if e.state == "start")
     assert start.channels[0].name == "value" and start.channels[0].fence == "high"
 
