@@ -263,6 +263,16 @@ def _taught_behaviour() -> None:
     assert (taught[:3] < 4.5).all() and np.array_equal(taught[3:], model[3:]), taught
 
 
+def _flat_reference(stream: Stream) -> FloatArray:
+    """The farthest row of the window on ch0 and ch2, in tolerances; beyond 1 the rest in
+    the channel's scale (the tolerance 0.01 of it)."""
+    out = np.zeros(len(stream["windows"]))
+    for b, window in enumerate(stream["windows"]):
+        farthest = max(abs(float(v)) for row in window for v in (row[0], row[2]))
+        out[b] = farthest if farthest <= 1.0 else 1.0 + (farthest - 1.0) * 0.01
+    return out
+
+
 CHANNEL_SHAPES = {"centroids": [[[0.0, 0.0, 0.0], [1.0, -1.0, 0.5]], [[0.5, 0.5, 0.5]]],
                   "spread": [2.0, 0.5]}
 
@@ -454,10 +464,10 @@ CASES: dict[str, Case] = {
         manifest={"preprocess": {"channels": READING_UNITS, "clip": 8.0, "max_gap_s": 5.0}},
         behaviour=_twin_reading_behaviour),
     "flat": Case(
-        {"name": "flat", "kind": "flat", "channels": ["ch0", "ch2"],
+        {"name": "flat", "kind": "flat", "channels": ["ch0", "ch2"], "tolerance": 0.01,
          "threshold": {"value": 1.0, "method": "tolerance"}},
-        lambda s: np.abs(s["windows"][:, -1, [0, 2]]).max(axis=1),
-        (("channels", []),)),
+        _flat_reference,
+        (("channels", []), ("tolerance", 0.0))),
     "channel_kmeans": Case(
         {"name": "channel_kmeans", "kind": "channel_kmeans", "channels": ["ch0", "ch2"],
          "rows": 3, "threshold": THRESHOLD, "memory": CHANNEL_MEMORY, **CHANNEL_SHAPES},
