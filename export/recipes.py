@@ -237,9 +237,10 @@ flat departure capped at 1.2 x its threshold (0.463 -> 0.417 chosen); the flat c
 Since 2026-12-07 `flat` judges the whole window, as the window members do (the farthest row of
 the window), and counts a departure beyond the tolerance in the channel's own scale,
 max(|value|, 1): 1 + (tolerances - 1) x flat_tolerance, so a command switching on scores about
-2 and the other members' larger troubles rank above it. Decisions move only where the
-departure leaves the window 15 rows later (the threshold is the same tolerance); the alert
-names the channel that moved (`channel_scores`). No new knob: the scale is the one the
+2 and the other members' larger troubles rank above it. The threshold is the same tolerance;
+a departure now holds for the window's length, so a one-row departure just beyond the
+tolerance alerts through the multivariate recipe's smoothing (8 windows) as a large one always
+did; the alert names the channel that moved (`channel_scores`). No new knob: the scale is the one the
 tolerance is a share of. Numpy replays of the device's member scores on the default bundles
 (`tsbad --set epochs=1`), VUS-PR chosen (even) / confirmed (odd) half: today 0.417 / 0.381;
 the window alone 0.401 / 0.422; the scale alone 0.481 / 0.397; both 0.546 / 0.447 (chosen on
