@@ -46,11 +46,24 @@ class Scores:
         return int(self.ensemble.shape[0])
 
 
+# weight of the members' corroborating evidence in a `max` ensemble over its threshold: small
+# enough that the level stays the largest member's, large enough to order equal maxima
+TIE_BREAK = 1e-3
+
+
 def combine(rule: Ensemble, normalized: dict[str, FloatArray]) -> FloatArray:
-    """The ensemble rule over normalised member scores; >= 1 means anomalous."""
+    """The ensemble rule over normalised member scores; >= 1 means anomalous.
+
+    `max`: the largest member, and where it is over the threshold, plus TIE_BREAK x the
+    members' mean evidence (each clipped to [0, 1]): a member that holds one level over many
+    windows (`flat` while a departure is in the window) would otherwise tie them all, and the
+    continuous score could not say which of them the other members back. What is over the
+    threshold stays over it and what is under is unchanged."""
     stacked = np.vstack([normalized[m] for m in rule.members])
     if rule.rule == "max":
-        return np.asarray(stacked.max(axis=0))
+        top = stacked.max(axis=0)
+        evidence = np.clip(stacked, 0.0, 1.0).mean(axis=0)
+        return np.asarray(np.where(top >= 1.0, top + TIE_BREAK * evidence, top))
     if rule.rule == "mean":
         return np.asarray(stacked.mean(axis=0))
     if rule.rule == "weighted_mean":

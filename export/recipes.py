@@ -237,21 +237,34 @@ flat departure capped at 1.2 x its threshold (0.463 -> 0.417 chosen); the flat c
 Since 2026-12-07 `flat` judges the whole window, as the window members do (the farthest row of
 the window), and counts a departure beyond the tolerance in the channel's own scale,
 max(|value|, 1): 1 + (tolerances - 1) x flat_tolerance, so a command switching on scores about
-2 and the other members' larger troubles rank above it. The threshold is the same tolerance;
-a departure now holds for the window's length, so a one-row departure just beyond the
-tolerance alerts through the multivariate recipe's smoothing (8 windows) as a large one always
-did; the alert names the channel that moved (`channel_scores`). No new knob: the scale is the one the
+2 and the other members' larger troubles rank above it. The threshold is the same tolerance; a
+departure now holds for the window's length, so a one-row departure just beyond the tolerance
+alerts through the multivariate recipe's smoothing (8 windows) as a large one always did; the
+alert names the channel that moved (`channel_scores`). No new knob: the scale is the one the
 tolerance is a share of. Numpy replays of the device's member scores on the default bundles
-(`tsbad --set epochs=1`), VUS-PR chosen (even) / confirmed (odd) half: today 0.417 / 0.381;
-the window alone 0.401 / 0.422; the scale alone 0.481 / 0.397; both 0.546 / 0.447 (chosen on
-the even half, where both is best, and best on the odd half too). Fresh fits with the code:
-chosen 0.417 -> 0.546, confirmed 0.381 -> 0.447, all 14 0.399 -> 0.496 (KMeansAD, the best
-published method on these files, 0.435; CNN 0.352; above every published method on each
-half). Per file 002 0.298 -> 0.873, 013 0.225 -> 0.651, 014 0.407 -> 0.611, 016 0.429 ->
-0.660, 015 0.154 -> 0.250; lost 003 0.373 -> 0.241, 012 0.627 -> 0.575, 007 0.255 -> 0.222,
-006 0.172 -> 0.140. SKAB valve1 (no constant channel: 0.861 / 8.9% / 18.6%) and the pods
-(26/28, 0 false alarms, pods 1-4 over 2 days) are unchanged; NAB's `art_flatline` never
-departs.
+(`tsbad --set epochs=1`), VUS-PR chosen (even) / confirmed (odd) half: today 0.417 / 0.381; the
+window alone 0.401 / 0.422; the scale alone 0.481 / 0.397; both 0.546 / 0.447 (chosen on the
+even half, where both is best, and best on the odd half too). Fresh fits with the code: chosen
+0.417 -> 0.546, confirmed 0.381 -> 0.447, all 14 0.399 -> 0.496 (KMeansAD, the best published
+method on these files, 0.435; CNN 0.352; above every published method on each half). Per file
+002 0.298 -> 0.873, 013 0.225 -> 0.651, 014 0.407 -> 0.611, 016 0.429 -> 0.660, 015 0.154 ->
+0.250; lost 003 0.373 -> 0.241, 012 0.627 -> 0.575, 007 0.255 -> 0.222, 006 0.172 -> 0.140.
+SKAB valve1 (no constant channel: 0.861 / 8.9% / 18.6%) and the pods (26/28, 0 false alarms,
+pods 1-4 over 2 days) are unchanged; NAB's `art_flatline` never departs.
+The `max` ensemble then orders the windows whose largest member is the same: over the
+threshold it adds `edge.engine.TIE_BREAK` (0.001) x the members' mean evidence, each clipped
+to [0, 1]; under it the score is the largest member. `flat` holds one level while a
+departure is in the window, and a command step elsewhere tied with the anomaly; the other
+members now say which window they back. Decisions: what is over the threshold stays over it,
+so the univariate recipe's (no smoothing) are exactly the same; SKAB valve1 (numpy replay of
+the device's member scores: 0.854 / 4.0% even, 0.867 / 13.8% odd, the same) and the pods
+(fresh fits, 2 streamed days: 1-4 26/28 with 0 false alarms, 5-8 26/28 with 0, the same).
+MSL, chosen on the even half 0.546 -> 0.553, confirmed on the odd half 0.447 -> 0.472, all 14
+0.496 -> 0.513 (fresh fits; 003 0.241 -> 0.346, 002 0.873 -> 0.919, 008 0.922 -> 0.906).
+Neighbours (numpy): the mean unclipped 0.554 / 0.473, the second-largest member 0.554 /
+0.475, the tie-break below the threshold too 0.553 / 0.473: the same within 0.003, so the
+rule that leaves every decision alone was kept. The five univariate MSL files: 0.583 with
+every variant.
 
 The int8 LSTM autoencoder is in every bundle, scored and reported, and its per-channel errors
 attribute an alert to channels. It is no ensemble member by default: as a member (max) it
