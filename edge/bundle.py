@@ -115,7 +115,7 @@ class DistanceSpec(_Strict):
 class Ensemble(_Strict):
     """How the normalised member scores combine into one score (>= 1 means anomalous)."""
 
-    rule: Literal["max", "mean", "weighted_mean", "vote"]
+    rule: Literal["max", "max_or_mean", "mean", "weighted_mean", "vote"]
     members: list[str]
     weights: dict[str, float] = Field(default_factory=dict)
     votes: int = Field(1, ge=1, description="for `vote`: members over threshold needed")

@@ -58,12 +58,19 @@ def combine(rule: Ensemble, normalized: dict[str, FloatArray]) -> FloatArray:
     members' mean evidence (each clipped to [0, 1]): a member that holds one level over many
     windows (`flat` while a departure is in the window) would otherwise tie them all, and the
     continuous score could not say which of them the other members back. What is over the
-    threshold stays over it and what is under is unchanged."""
+    threshold stays over it and what is under is unchanged.
+
+    `max_or_mean`: the same over the threshold; under it, the members' mean evidence, so that
+    windows no member calls anomalous rank by how far all of them are towards their
+    thresholds rather than by the one nearest (which of several members is nearest is mostly
+    noise). Which windows are over the threshold is the same as with `max`; with smoothing
+    over several windows the smoothed score, and so the decision, is not."""
     stacked = np.vstack([normalized[m] for m in rule.members])
-    if rule.rule == "max":
+    if rule.rule in ("max", "max_or_mean"):
         top = stacked.max(axis=0)
         evidence = np.clip(stacked, 0.0, 1.0).mean(axis=0)
-        return np.asarray(np.where(top >= 1.0, top + TIE_BREAK * evidence, top))
+        under = top if rule.rule == "max" else evidence
+        return np.asarray(np.where(top >= 1.0, top + TIE_BREAK * evidence, under))
     if rule.rule == "mean":
         return np.asarray(stacked.mean(axis=0))
     if rule.rule == "weighted_mean":

@@ -500,12 +500,14 @@ class FitConfig:
         metadata=_meta("likelihood: 0 until the device scored this many windows", "thresholds"),
     )
     # ensemble and decision
-    ensemble_rule: str = field(
-        default="max",
+    ensemble_rule: str | None = field(
+        default=None,
         metadata=_meta(
-            "how normalised member scores combine",
+            "how normalised member scores combine (recipe: multivariate max, univariate "
+            "max_or_mean: the largest member over the threshold, the members' mean evidence "
+            "under it)",
             "ensemble",
-            choices=("max", "mean", "weighted_mean", "vote"),
+            choices=("max", "max_or_mean", "mean", "weighted_mean", "vote"),
         ),
     )
     scorers: tuple[str, ...] | None = field(

@@ -96,6 +96,21 @@ def test_nab_swept_score_finds_the_threshold() -> None:
     assert score == pytest.approx(100.0) and 0.5 < threshold <= 0.9
 
 
+def test_nab_ranking_is_the_vus_pr_of_the_score_after_the_probation() -> None:
+    pytest.importorskip("TSB_AD.evaluation.basic_metrics")
+    ts = np.datetime64("2024-01-01T00:00:00") + np.arange(600).astype("timedelta64[m]")
+    values = np.sin(2 * np.pi * np.arange(600) / 25)
+    f = NabFile("realKnownCause/f.csv", ts, values, ((ts[400], ts[430]),))
+    quiet = NabFile("artificialNoAnomaly/q.csv", ts, values, ())
+    peak = np.random.default_rng(0).random(600) * 0.1
+    peak[400:431] += 1.0
+    good = nab_corpus.ranking([f, quiet], [peak, peak])
+    flat = nab_corpus.ranking([f], [np.zeros(600)])
+    assert list(good["files"]) == ["realKnownCause/f.csv"]  # no window, no ranking
+    assert good["parts"] == {nab_corpus.CONFIRMED: good["all"]}
+    assert good["all"] > 0.8 > 0.2 > flat["all"]
+
+
 def test_run_all_says_when_the_data_is_missing(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert run_all.main(["--data", str(tmp_path / "absent"), "--out", str(tmp_path)]) == 2

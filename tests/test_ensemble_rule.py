@@ -43,3 +43,24 @@ def test_a_member_not_scored_yet_leaves_the_window_unscored() -> None:
               "features": np.array([0.0, 0.0])}
     ensemble = combine(RULE, scores)
     assert np.isnan(ensemble[0]) and ensemble[1] > 2.0
+
+
+MAX_OR_MEAN = Ensemble(rule="max_or_mean", members=["lag", "range", "shape"])
+
+
+def test_max_or_mean_ranks_the_windows_under_the_threshold_by_all_members() -> None:
+    # window 0: one member near its threshold, the others quiet; window 1: all half-way
+    scores = {"lag": np.array([0.9, 0.5, 2.0]), "range": np.array([0.0, 0.5, 0.0]),
+              "shape": np.array([-0.4, 0.5, 0.3])}
+    ensemble = combine(MAX_OR_MEAN, scores)
+    assert ensemble[0] == pytest.approx(0.3) and ensemble[1] == pytest.approx(0.5)
+    assert ensemble[2] == pytest.approx(2.0 + TIE_BREAK * (1.0 + 0.0 + 0.3) / 3)
+
+
+def test_max_or_mean_is_over_the_threshold_exactly_where_max_is() -> None:
+    rng = np.random.default_rng(1)
+    scores = {m: rng.gamma(2.0, 0.4, 500) - 0.2 for m in MAX_OR_MEAN.members}
+    largest = combine(Ensemble(rule="max", members=MAX_OR_MEAN.members), scores)
+    ensemble = combine(MAX_OR_MEAN, scores)
+    assert np.array_equal(ensemble >= 1.0, largest >= 1.0)
+    assert np.all(ensemble[largest < 1.0] <= largest[largest < 1.0])

@@ -151,6 +151,26 @@ def swept_score(files: Sequence[NabFile], scores: Sequence[npt.ArrayLike], profi
     return swept.score, swept.threshold
 
 
+def ranking(files: Sequence[NabFile], scores: Sequence[npt.ArrayLike]) -> dict[str, Any]:
+    """How well the continuous score ranks, threshold-free: TSB-AD's VUS-PR (`tests.bench.
+    tsbad`: its package, its slidingWindow of the file's values) of the score on the rows
+    after the probationary period, the anomaly windows' rows as the labels; the mean per part
+    of the split and over the files with a window."""
+    from tests.bench.tsbad import sliding_window, tsbad_metrics
+
+    per_file: dict[str, float] = {}
+    for f, s in zip(files, scores, strict=True):
+        labels = f.labels()[f.probation_rows:]
+        if labels.any():
+            per_file[f.name] = round(tsbad_metrics(
+                np.asarray(s, dtype=np.float64)[f.probation_rows:], labels,
+                sliding_window(f.values))["vus_pr"], 4)
+    parts = {part: float(np.mean([v for n, v in per_file.items() if part_of(n) == part]))
+             for part in PARTS if any(part_of(n) == part for n in per_file)}
+    return {"files": per_file, "parts": parts,
+            "all": float(np.mean(list(per_file.values()))) if per_file else None}
+
+
 def summarise(files: Sequence[NabFile], results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     from tests.bench.baselines import windowed_gaussian_scores
 
@@ -179,6 +199,7 @@ def summarise(files: Sequence[NabFile], results: Sequence[dict[str, Any]]) -> di
     split["held_out_gaps_standard"] = held_out_gaps(split)
     return {
         "split": split,
+        "ranking": ranking(files, ensemble),
         "protocol": "fit on the probationary rows (first 15%, at most 750) of each file, "
                     "replay every row, detections = alert starts; scores normalised over "
                     "the corpus (0 = never detect, 100 = perfect)",

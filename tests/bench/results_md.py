@@ -96,6 +96,12 @@ def nab_section(nab: dict[str, Any]) -> list[str]:
              f"windows, {nab['alerts']} alerts.", "",
              md_table(["detector", "standard", "reward low FP", "reward low FN"], rows), ""]
     lines += nab_split(nab.get("split"))
+    rank = nab.get("ranking")
+    if rank and rank["all"] is not None:
+        lines += ["Ranking, threshold-free: VUS-PR of our continuous score (TSB-AD's metric, "
+                  "the windows' rows as labels, rows after the probationary period), "
+                  + ", ".join(f"{p} {v:.3f}" for p, v in rank["parts"].items())
+                  + f", all {rank['all']:.3f}.", ""]
     if nab["failures"]:
         lines += ["Files that could not be fitted (scored as never detecting):", ""]
         lines += [f"- `{name}`: {why}" for name, why in nab["failures"].items()]
