@@ -147,7 +147,9 @@ def test_results_markdown_renders_every_section() -> None:
         "nab": {"protocol": "p", "files": 2, "windows": 3, "alerts": 4,
                 "scores": {nab_corpus.OURS: {"standard": 12.5, "reward_low_FP_rate": None,
                                              "reward_low_FN_rate": 20.0}},
-                "failures": {"a/flat.csv": "constant"}},
+                "failures": {"a/flat.csv": "constant"},
+                "ranking": {"files": {}, "parts": {nab_corpus.CHOSEN: 0.47,
+                                                   nab_corpus.CONFIRMED: 0.53}, "all": 0.5}},
         "device": {"runtime": {"latency": {"tflite_int8_run": lat},
                                "ratio_p50_vs_tflite_int8": {"tflite_int8_run": 1.0},
                                "window_shape": [16, 8], "windows": 10,
@@ -174,6 +176,7 @@ def test_results_markdown_renders_every_section() -> None:
     assert f"| {skab.DECISION} | 0.800 | 20.0 | 20.0 |" in text
     assert "| 12.5 | n/a | 20.0 |" in text and "`a/flat.csv`: constant" in text
     assert "2 min 05 s" in text
+    assert "chosen-on 0.470, confirmed-on 0.530, all 0.500." in text
 
 
 def test_alert_latency_matches_the_reading_behind_each_alert() -> None:
