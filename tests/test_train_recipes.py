@@ -115,6 +115,8 @@ def test_recipes_by_channel_count_and_explicit_options_win() -> None:
     assert multi.long_shapes == () and uni.long_shapes == (8, 16, 32)
     assert uni.likelihood_scorers == ("lag_distance_8", "lag_distance_4")
     assert (uni.trigger, uni.release, uni.cooldown_windows) == (1, 1, 150)
+    assert (multi.ensemble_rule, uni.ensemble_rule) == ("max", "max_or_mean")
+    assert resolve(FitConfig(ensemble_rule="max"), 1).ensemble_rule == "max"
     forced = resolve(FitConfig(recipe="univariate", smoothing=3), 8)
     assert forced.distance_model == "lag_kmeans" and forced.smoothing == 3
     old = resolve(FitConfig(distance_model="pca_kmeans"), 1)
