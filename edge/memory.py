@@ -114,6 +114,27 @@ def append_taught(taught: FloatArray, kept: FloatArray, size: int) -> tuple[Floa
     return np.array(joined[forgotten:]), forgotten
 
 
+def restored_taught(saved: npt.ArrayLike, ring: FloatArray, limit: int, what: str,
+                    unit: str) -> FloatArray:
+    """Saved taught rows checked against the ring they were saved with (at most `limit`
+    rows of the ring's width); an empty (0, 0) array when none were saved."""
+    taught = np.asarray(saved, dtype=np.float64)
+    if taught.size and (taught.ndim != 2 or taught.shape[0] > limit or (
+            ring.size and taught.shape[1] != ring.shape[1])):
+        raise ValueError(f"{what} of shape {taught.shape} do not fit a memory of {limit} "
+                         f"{unit} of shape {ring.shape[1:]}")
+    return taught.copy() if taught.size else np.zeros((0, 0))
+
+
+def ring_latest(ring: FloatArray | None, count: int, size: int, n: int) -> FloatArray:
+    """The last `n` rows of a ring of `size` slots that was given `count` rows (n <= size and
+    <= count), in stream order."""
+    n = min(n, count, size)
+    if ring is None or n <= 0:
+        return np.zeros((0, 0 if ring is None else ring.shape[1]))
+    return np.array(ring[np.arange(count - n, count) % size])
+
+
 class LagMemory:
     """The memory of one scorer on one device: its last `size` lag vectors."""
 
@@ -134,24 +155,16 @@ class LagMemory:
         if vectors.size and vectors.shape[0] != self.spec.size:
             raise ValueError(f"memory of {vectors.shape[0]} vectors, expected {self.spec.size}")
         # a state saved before taught vectors existed has none
-        taught = np.asarray(saved.get("taught", np.zeros((0, 0))), dtype=np.float64)
-        if taught.size and (taught.ndim != 2 or taught.shape[0] > self.spec.size or (
-                vectors.size and taught.shape[1] != vectors.shape[1])):
-            raise ValueError(f"taught vectors of shape {taught.shape} do not fit a memory of "
-                             f"{self.spec.size} vectors of shape {vectors.shape[1:]}")
+        taught = restored_taught(saved.get("taught", np.zeros((0, 0))), vectors,
+                                 self.spec.size, "taught vectors", "vectors")
         self._vectors = vectors.copy() if vectors.size else None
         self.count = int(saved["count"])
-        self.taught = taught.copy() if taught.size else np.zeros((0, 0))
+        self.taught = taught
 
     def latest(self, n: int) -> FloatArray:
         """The last `n` vectors held (n <= size and <= count), in stream order: what the
         memory was given for its newest windows (`edge.feedback` keeps an alert's)."""
-        n = min(n, self.count, self.spec.size)
-        if self._vectors is None or n <= 0:
-            width = 0 if self._vectors is None else self._vectors.shape[1]
-            return np.zeros((0, width))
-        slots = np.arange(self.count - n, self.count) % self.spec.size
-        return np.array(self._vectors[slots])
+        return ring_latest(self._vectors, self.count, self.spec.size, n)
 
     def teach(self, vectors: FloatArray) -> int:
         """Remember `vectors` (t, features) as normal for good (not rolled out by the stream);
@@ -271,25 +284,17 @@ class TaughtWindows:
 
     def restore(self, saved: dict[str, npt.NDArray[Any]]) -> None:
         recent = np.asarray(saved["recent"], dtype=np.float64)
-        taught = np.asarray(saved["taught"], dtype=np.float64)
         if recent.size and recent.shape[0] != RECENT:
             raise ValueError(f"taught {self.what}: {recent.shape[0]} recent windows, expected "
                              f"{RECENT}")
-        if taught.size and (taught.ndim != 2 or taught.shape[0] > self.size or (
-                recent.size and taught.shape[1] != recent.shape[1])):
-            raise ValueError(f"taught {self.what} of shape {taught.shape} do not fit a memory "
-                             f"of {self.size} windows of shape {recent.shape[1:]}")
-        self._set_taught(taught.copy() if taught.size else np.zeros((0, 0)))
+        self._set_taught(restored_taught(saved["taught"], recent, self.size,
+                                         f"taught {self.what}", "windows"))
         self._recent = recent.copy() if recent.size else None
         self.count = int(saved["count"])
 
     def latest(self, n: int) -> FloatArray:
         """The values of the last `n` windows (n <= RECENT and <= count), in stream order."""
-        n = min(n, self.count, RECENT)
-        if self._recent is None or n <= 0:
-            width = 0 if self._recent is None else self._recent.shape[1]
-            return np.zeros((0, width))
-        return np.array(self._recent[np.arange(self.count - n, self.count) % RECENT])
+        return ring_latest(self._recent, self.count, RECENT, n)
 
     def _hold_recent(self, values: FloatArray) -> None:
         """The batch's windows (in stream order) become the latest."""
