@@ -174,3 +174,11 @@ class Scorer:
     def score(self, batch: ScoringBatch, state: dict[str, Stateful]) -> FloatArray:
         """(B,) raw scores of the batch's windows; `state` is `new_state()`'s, this device's."""
         raise NotImplementedError
+
+    def leave_channel_scores(self, batch: ScoringBatch, index: npt.NDArray[np.int_] | list[int],
+                             per: FloatArray) -> None:
+        """Leave (B, len(index)) scores of the channels at `index` as this scorer's
+        `channel_scores` (the other channels 0), for the alert's attribution."""
+        full = np.zeros((len(batch), self.channels))
+        full[:, index] = per
+        batch.channel_scores[self.name] = full

@@ -138,7 +138,5 @@ class ChannelKmeansScorer(Scorer):
 
     def score(self, batch: ScoringBatch, state: dict[str, Stateful]) -> FloatArray:
         per = self.channel_scores(batch.windows, state)
-        full = np.zeros((len(batch), self.channels))
-        full[:, self.index] = per
-        batch.channel_scores[self.name] = full
+        self.leave_channel_scores(batch, self.index, per)
         return np.asarray(per.max(axis=1))

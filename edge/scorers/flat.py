@@ -61,7 +61,5 @@ class FlatScorer(Scorer):
 
     def score(self, batch: ScoringBatch, state: dict[str, Stateful]) -> FloatArray:
         per = np.abs(batch.windows[:, :, self.index]).max(axis=1)
-        full = np.zeros((len(batch), self.channels))
-        full[:, self.index] = per
-        batch.channel_scores[self.name] = full
+        self.leave_channel_scores(batch, self.index, per)
         return departure_score(np.asarray(per.max(axis=1), dtype=np.float64), self.share)

@@ -163,9 +163,7 @@ class TwinGroupScorer(Scorer):
     def report(self, batch: ScoringBatch, per_member: FloatArray) -> FloatArray:
         """Leave each member's (B, members) score as its channel's (`channel_scores`) and
         return the largest per window (NaN members count as 0)."""
-        per_channel = np.zeros((len(batch), self.channels))
-        per_channel[:, self.members] = per_member
-        batch.channel_scores[self.name] = per_channel
+        self.leave_channel_scores(batch, self.members, per_member)
         return np.asarray(np.nan_to_num(per_member, nan=0.0).max(axis=1))
 
 
