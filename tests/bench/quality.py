@@ -76,6 +76,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "lags16": {"lags": 16},
     "slow0.5": {"slow_ratio": 0.5},
     "no-transform": {"transform": "none"},
+    "auto-transform": {"transform": "auto"},  # NAB: the univariate recipe with a transform
     "long-shapes": {"long_shapes": (8, 16, 32), "ensemble_members": (
         "window_mahalanobis", "long_shape_64", "long_shape_128", "long_shape_256")},
 }
