@@ -21,9 +21,9 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper
-from sklearn.cluster import KMeans
 
 from export.config import FitConfig
+from export.kmeans import fit_kmeans
 from export.onnx_export import INPUT, const, finish_model
 
 FloatArray = npt.NDArray[np.float64]
@@ -84,7 +84,7 @@ def fit_lag_kmeans(x: FloatArray, lags: int, config: FitConfig) -> LagKmeansMode
         k = max(1, min(config.lag_clusters, len(tail) // 4, distinct))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConvergenceWarning on near-duplicate vectors
-            km = KMeans(k, n_init=config.lag_n_init, random_state=config.seed).fit(tail)
+            km = fit_kmeans(tail, k, config.lag_n_init, config.seed)
         centroids[scale] = np.asarray(km.cluster_centers_, dtype=np.float64)
         clusters[str(scale)] = k
     info = {

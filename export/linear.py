@@ -28,6 +28,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
 from export.config import FitConfig
+from export.kmeans import fit_kmeans
 from export.onnx_export import INPUT, OPSET, const, finish_model
 
 FloatArray = npt.NDArray[np.float64]
@@ -154,7 +155,7 @@ def _choose_k(z: FloatArray, config: FitConfig) -> tuple[int, dict[str, float]]:
     for k in range(2, config.max_clusters + 1):
         if len(z) < k * min_size:
             break
-        km = KMeans(k, n_init=10, random_state=config.seed).fit(z)
+        km = fit_kmeans(z, k, 10, config.seed)
         if np.bincount(km.labels_, minlength=k).min() < min_size:
             continue
         scores[str(k)] = float(
@@ -188,7 +189,7 @@ def fit_linear(x: FloatArray, config: FitConfig) -> LinearModel:
     pca = PCA(n_components=d, random_state=config.seed).fit(x)
     z = pca.transform(x)
     k, silhouettes = _choose_k(z, config)
-    kmeans = KMeans(k, n_init=10, random_state=config.seed).fit(z)
+    kmeans = fit_kmeans(z, k, 10, config.seed)
     labels = kmeans.labels_
     residuals = z - kmeans.cluster_centers_[labels]
     pooled = _precision(config.covariance, config.seed, residuals)

@@ -158,3 +158,24 @@ def test_a_schema_1_manifest_still_loads() -> None:
     parsed = parse_manifest(json.dumps(manifest).encode())
     assert parsed.decision.cooldown_windows == 0 and parsed.scorers[0].likelihood is None
     assert SCHEMA_VERSION == 6
+
+
+def test_kmeans_fits_the_same_whatever_the_thread_count() -> None:
+    """A Dask worker runs one OpenMP thread, a workstation several: the centroids (and so a
+    bundle's bytes) must not depend on it. Plain scikit-learn differs in the last bits here."""
+    from threadpoolctl import threadpool_limits
+
+    from export.kmeans import fit_kmeans
+    from export.scorers.channel_kmeans import centroids_of
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6000, 16)) + rng.integers(0, 4, size=(6000, 1))
+    fitted = {}
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads):
+            fitted[threads] = (fit_kmeans(x, 16, 4, 0).cluster_centers_,
+                               centroids_of(x, 16, 0),
+                               fit_lag_kmeans(x, 16, FitConfig(lag_scales=(16, 8))).centroids)
+    for one, two in zip(fitted[1][:2], fitted[2][:2], strict=True):
+        assert np.array_equal(one, two)
+    assert all(np.array_equal(fitted[1][2][s], fitted[2][2][s]) for s in (16, 8))

@@ -48,13 +48,13 @@ def judged_channels(rows: FloatArray) -> list[int]:
 
 def centroids_of(subsequences: FloatArray, k: int, seed: int) -> FloatArray:
     """KMeans centroids (at most k, at most the distinct subsequences)."""
-    from sklearn.cluster import KMeans
+    from export.kmeans import fit_kmeans
 
     distinct = np.unique(subsequences, axis=0).shape[0]
     n = max(1, min(k, distinct))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning on few distinct points
-        km = KMeans(n_clusters=n, n_init=4, random_state=seed).fit(subsequences)
+        km = fit_kmeans(subsequences, n, 4, seed)
     return np.asarray(km.cluster_centers_, dtype=np.float64)
 
 
