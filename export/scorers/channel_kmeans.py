@@ -28,6 +28,7 @@ import numpy as np
 
 from edge.bundle import Threshold
 from export.errors import InputError
+from export.kmeans import fit_kmeans
 from export.scorers.base import FloatArray, Option, TrainerScorer, TrainingData, flag
 from export.scorers.twin import sensor_threshold
 from export.twins import twin_groups
@@ -48,8 +49,6 @@ def judged_channels(rows: FloatArray) -> list[int]:
 
 def centroids_of(subsequences: FloatArray, k: int, seed: int) -> FloatArray:
     """KMeans centroids (at most k, at most the distinct subsequences)."""
-    from export.kmeans import fit_kmeans
-
     distinct = np.unique(subsequences, axis=0).shape[0]
     n = max(1, min(k, distinct))
     with warnings.catch_warnings():
