@@ -266,6 +266,11 @@ Neighbours (numpy): the mean unclipped 0.554 / 0.473, the second-largest member 
 0.475, the tie-break below the threshold too 0.553 / 0.473: the same within 0.003, so the
 rule that leaves every decision alone was kept. The five univariate MSL files: 0.583 with
 every variant.
+Not kept (fresh fits, `tsbad --set epochs=1`): two-valued (command) channels left out of the
+window features as constant ones are, the window member being the weakest on most MSL files
+(VUS-PR 0.03-0.42 alone): chosen 0.553 -> 0.516, confirmed 0.472 -> 0.473 (016 0.660 ->
+0.309: its anomaly is in a command channel; 006 0.140 -> 0.319, 014 0.611 -> 0.425). Leaving
+the window member out of the ensemble (numpy): 0.532 / 0.482.
 
 The univariate recipe's ensemble rule is `max_or_mean` since 2026-12-07: over the threshold the
 largest member (with the tie-break above), under it the members' mean evidence (each clipped to
@@ -306,6 +311,18 @@ defaults 78.0 / 73.5, 58 false alarms, 7 of 55 windows missed):
   The false alarms left start at 1.00-1.16 x the threshold, the band of most detections
   inside windows; the 7 missed windows peak at 0.15-0.86 x it (two are quiet spells, where
   the lag distances fall): no cut on the same members separates them.
+  Later the same day, numpy replays of the device's raw (remembered) lag and long-shape
+  distances and member scores on the same bundles, not kept:
+  Numenta's own form of the likelihood, the short mean of the log scores against the
+  history of short means (not of single scores), which would calibrate each device to how
+  autocorrelated its scores are; both thresholds re-chosen on the chosen part (lag z 1.5-5,
+  long shapes 3-7): the best there (2.0 and 3.0) 75.1 chosen, 69.4 confirmed (48 windows,
+  89 false alarms); stricter ones cut the false alarms to 19-39 but miss 14-24 windows.
+  A record gate (a lag member counts as over its threshold only when it also exceeds the
+  k-th largest score it had before: a false-alarm budget per device, not per window), k 1-50:
+  chosen 76.1-76.5, confirmed 62.5-73.0; 25-33 false alarms, but 43-46 windows of 48.
+  A lag memory of 20000 windows instead of 3000 (the device's replay, manifest changed):
+  chosen 78.0, confirmed 67.1 (two windows of realKnownCause's long files excused).
 
 The int8 LSTM autoencoder is in every bundle, scored and reported, and its per-channel errors
 attribute an alert to channels. It is no ensemble member by default: as a member (max) it
