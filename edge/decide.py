@@ -8,7 +8,9 @@ Per device, for each scored window (`Decider.step`):
    `smoothing` windows (fewer right after warm-up).
 3. trigger: an alert starts after `trigger` consecutive windows with a smoothed score >= 1, and
    not before `cooldown_s` seconds and `cooldown_windows` scored windows have passed since the
-   previous alert ended.
+   previous alert ended, unless the window's trouble (`sensor` or `process`, the kind of its
+   top ensemble member) differs from that alert's: the cooldown keeps one event from alerting
+   again, and a stuck sensor after a process alert is another event.
 4. hysteresis: an open alert ends after `release` consecutive windows under `release_level`;
    scores between `release_level` and 1 keep it open.
 5. updates: while open, an `update` is sent when the severity escalates, and every
@@ -185,6 +187,7 @@ class Decider:
         self.cooldown_until = -math.inf
         self.windows = 0  # windows stepped since creation (never reset: counts cooldown_windows)
         self.cooldown_until_window = 0
+        self.cooled_trouble = ""  # the trouble of the alert whose end set the cooldown
         self.last_ts: float | None = None
         self.alert: _Open | None = None
         self._recent: deque[float] = deque(maxlen=decision.smoothing)
@@ -211,8 +214,7 @@ class Decider:
         score = sum(self._recent) / len(self._recent)
         self.over = self.over + 1 if score >= 1.0 else 0
         if self.alert is None:
-            if (self.over >= self.decision.trigger and ts >= self.cooldown_until
-                    and self.windows >= self.cooldown_until_window):
+            if self.over >= self.decision.trigger and (self._cooled(ts) or self._other(evidence)):
                 self.alert = _Open(alert_id(self.device, ts), ts, last_emit_ts=ts)
                 return self._emit("start", ts, score, evidence)
             return Step(score, False, None, "")
@@ -239,16 +241,26 @@ class Decider:
         event = None
         if self.alert is not None and self.last_ts is not None:
             event = self._event("end", self.last_ts, math.nan, None, reason)
-            self._cool_down(self.last_ts)
+            self._cool_down(self.last_ts, self.alert.trouble)
         self.alert = None
         self.seen = 0
         self.over = 0
         self._recent.clear()
         return event
 
-    def _cool_down(self, ts: float) -> None:
+    def _cool_down(self, ts: float, trouble: str) -> None:
         self.cooldown_until = ts + self.decision.cooldown_s
         self.cooldown_until_window = self.windows + self.decision.cooldown_windows
+        self.cooled_trouble = trouble
+
+    def _cooled(self, ts: float) -> bool:
+        return ts >= self.cooldown_until and self.windows >= self.cooldown_until_window
+
+    def _other(self, evidence: Evidence) -> bool:
+        """The window's trouble is known and not the one of the alert that set the cooldown."""
+        trouble = evidence.scores.trouble
+        now = trouble[evidence.index] if trouble else ""
+        return bool(now) and bool(self.cooled_trouble) and now != self.cooled_trouble
 
     def _emit(self, state: State, ts: float, score: float, evidence: Evidence,
               reason: str = "") -> Step:
@@ -261,7 +273,7 @@ class Decider:
         alert.severity = event.severity
         if state == "end":
             self.alert = None
-            self._cool_down(ts)
+            self._cool_down(ts, alert.trouble)
             self.over = 0
             return Step(score, False, event, alert.id)
         return Step(score, True, event, alert.id)
@@ -275,7 +287,8 @@ class Decider:
         if evidence is not None:
             scorers = {k: float(v[evidence.index]) for k, v in evidence.scores.normalized.items()}
             channels = self.attribution(evidence)
-            if evidence.scores.trouble:
+            # the trouble of a window over the threshold: under it the top member is noise
+            if evidence.scores.trouble and (state == "start" or evidence.ensemble >= 1.0):
                 alert.trouble = evidence.scores.trouble[evidence.index]
         severity = "info" if state == "end" else self.severity(score)
         return AlertEvent(alert.id, self.device, state, alert.ts_start, ts, score, 1.0,

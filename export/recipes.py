@@ -324,6 +324,39 @@ defaults 78.0 / 73.5, 58 false alarms, 7 of 55 windows missed):
   A lag memory of 20000 windows instead of 3000 (the device's replay, manifest changed):
   chosen 78.0, confirmed 67.1 (two windows of realKnownCause's long files excused).
 
+A sensor stuck on its last reading (`stuck`, an added kind in both recipes since 2026-12-07;
+`export.scorers.stuck`): the run of readings equal to the newest one against twice the
+longest run of the channel's training windows, at least half the window. Neither recipe saw
+it: the lag and channel shapes are distances to centroids, averages, and a flat stretch at a
+usual level lies near them; `variability` sees it only on sensors with twins. Designed on
+`edge-sim`'s other devices, seeds 1-4 (`python -m tests.bench.pods --device metric|pump`,
+the pods' protocol: a business metric trained 28 days and streamed 7, a pump trained 3 hours
+and streamed 1; 6 value faults each), confirmed on seeds 5-8, on NAB (never looked at for
+it), SKAB, MSL and the pods. Faults caught (false alarms):
+  metric, seeds 1-4 (chosen): 14/24 (1) -> 17/24 (1), stuck 0/4 -> 3/4, the fourth held
+  back by the cooldown after a drift's alert; seeds 5-8 (confirmed): 10/24 (0) -> 12/24 (0),
+  stuck 0/4 -> 2/4, the two others held back by the cooldown;
+  pump, seeds 1-4: 18/24 (1) -> 20/24 (1), stuck 1/4 -> 3/4 (the fourth on `Pressure`,
+  whose training runs are longer than the window: not judged);
+  NAB (fresh fits, `quality.py nab --configs after --epochs 1`): chosen part 78.0 / 74.5 /
+  80.9, the same; confirmed part 73.5 / 65.5 / 78.3 -> 76.2 / 67.1 / 81.4; all 35 75.9 /
+  70.4 / 79.7 -> 77.1 / 71.1 / 81.1; realKnownCause 67.5 -> 71.0 (7.0 under the chosen
+  part, was 10.5): `rogue_agent_key_hold`'s first window caught (its readings hold still)
+  with 6 false alarms on its later still stretches, `art_daily_flatmiddle`'s flat day
+  flagged 10 rows sooner;
+  SKAB valve1 the same (0.861 / 8.9% / 18.6%; even 0.854 / 4.0%, odd 0.867 / 13.8%: no run
+  fits its window but those of quantised channels, which are not judged); TSB-AD MSL the same
+  to 3 decimals (0.553 / 0.472 / 0.513; 005 0.134 -> 0.133 and 007 0.262 -> 0.261 through
+  the tie-break's mean); pods 1-12 79/84 with 0 false alarms (26/28, 26/28, 27/28 by part,
+  the same), their stuck faults caught after 10 minutes instead of 13-21.
+The cooldown after an alert (the univariate recipe's 150 windows) then holds back only an
+alert of the same trouble (`sensor` or `process`, `edge.decide`): it keeps one event from
+alerting again, and a stuck sensor after a process alert is another event; an alert's
+trouble is that of its windows over the threshold. Chosen on metric seeds 1-4: 17/24 ->
+18/24 (stuck 4/4), confirmed on seeds 5-8: 12/24 -> 14/24 (stuck 4/4), no false alarm more;
+NAB all 77.1 / 71.1 / 81.1 -> 77.0 / 70.9 / 81.1 (confirmed part 76.2 -> 75.9: a process
+alert inside the stuck alerts' cooldown on `rogue_agent_key_hold`), chosen part the same.
+
 The int8 LSTM autoencoder is in every bundle, scored and reported, and its per-channel errors
 attribute an alert to channels. It is no ensemble member by default: as a member (max) it
 costs SKAB F1 0.851 -> 0.791 (FAR 8.5% -> 46.1%, the level drift after faults) and NAB
@@ -353,7 +386,7 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "release_level": 0.8,
         "cooldown_windows": 0,
         "long_shapes": (),
-        "scorers": ("twin", "variability", "twin_reading", "channel_kmeans"),
+        "scorers": ("twin", "variability", "twin_reading", "channel_kmeans", "stuck"),
         "ensemble_rule": "max",
     },
     "univariate": {
@@ -368,7 +401,7 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "release_level": 1.0,
         "cooldown_windows": 150,
         "long_shapes": (8, 16, 32),
-        "scorers": (),
+        "scorers": ("stuck",),
         "ensemble_rule": "max_or_mean",
     },
 }

@@ -78,6 +78,33 @@ def test_cooldown_delays_a_new_alert() -> None:
     assert events[0].id != events[2].id
 
 
+def test_the_cooldown_holds_back_the_same_trouble_only() -> None:
+    """After a process alert (a burst), a window whose top member judges a sensor (a stuck
+    reading) starts an alert within the cooldown; another process window waits it out, and
+    a window of unknown trouble too. The alert's trouble is that of its windows over the
+    threshold: the top member of the window that ends it is noise."""
+
+    def window(score: float, trouble: str) -> Evidence:
+        ens = np.array([score])
+        scores = Scores({"a": ens}, {"a": ens}, ens, np.zeros((1, 3)), np.zeros((1, 3)),
+                        (trouble,) if trouble else ())
+        return Evidence(scores, 0, np.zeros(3), np.zeros(3))
+
+    def starts(windows: list[tuple[float, str]]) -> list[tuple[float, str]]:
+        decider = make(trigger=1, release=1, cooldown_windows=5)
+        out = []
+        for i, (score, trouble) in enumerate(windows):
+            event = decider.step(1000.0 + i, window(score, trouble)).event
+            if event is not None and event.state == "start":
+                out.append((event.ts, event.trouble))
+        return out
+
+    burst = [(2.0, "process"), (0.0, "sensor")]
+    assert starts([*burst, (2.0, "sensor")]) == [(1000.0, "process"), (1002.0, "sensor")]
+    assert starts(burst + [(2.0, "process")] * 6) == [(1000.0, "process"), (1006.0, "process")]
+    assert starts(burst + [(2.0, "")] * 6) == [(1000.0, "process"), (1006.0, "")]
+
+
 def test_cooldown_windows_counts_scored_windows_whatever_the_clock() -> None:
     """cooldown_windows: a new alert waits that many scored windows after an end (the NAB
     recipe's policy, independent of the sampling period), also after an interrupt."""

@@ -165,18 +165,22 @@ def test_results_markdown_renders_every_section() -> None:
                 "steps": [{"target_per_s": 50, "publish_per_s": 50.0, "agent_per_s": 49.0,
                            "agent_cpu_pct": 7.0, "kept_up": True}],
                 "sustained_under_50pct": 49.0, "stopped_because": "the cap"},
+        "devices": {"pump": {"lines": ["2 pump devices (1, 2)"]},
+                    "metric": {"lines": ["2 metric devices (1, 2)"]}},
         "timings": {"sections": {"all fits": 61.0}, "total_s": 125.0, "fits": 2,
                     "fit_mean_s": 30.0, "fit_cpu_total_s": 50.0, "run_cpu_s": 100.0,
                     "workers": 2},
     }
     text = render(results)
     for heading in ("# Benchmarks, 2026-11-22", "## SKAB", "## NAB", "## Device cost",
-                    "## End to end", "## Timings"):
+                    "## End to end", "## Other simulated devices", "## Timings"):
         assert heading in text
     assert f"| {skab.DECISION} | 0.800 | 20.0 | 20.0 |" in text
     assert "| 12.5 | n/a | 20.0 |" in text and "`a/flat.csv`: constant" in text
     assert "2 min 05 s" in text
     assert "chosen-on 0.470, confirmed-on 0.530, all 0.500." in text
+    assert "pump: 3 h of training, 1 h streamed; metric: 28 days of training, 7 days" in text
+    assert "2 metric devices (1, 2)" in text
 
 
 def test_alert_latency_matches_the_reading_behind_each_alert() -> None:

@@ -121,11 +121,12 @@ def test_manifest_records_the_cleaning(fitted: tuple[Path, Path, str]) -> None:
     assert transforms["c"] in ("log1p", "sqrt") and transforms["a"] == "none"
     assert m.distance is not None and m.distance.lags == 8 and not m.distance.clip_inputs
     assert [s.name for s in m.scorers] == ["lstm_ae", "window_mahalanobis", "iqr", "range",
-                                          "channel_kmeans"]
+                                          "channel_kmeans", "stuck"]
     assert m.range is not None and "range" not in m.ensemble.members  # scored, no member
-    assert all(s.threshold.method in ("quantile", "fence", "tolerance") for s in m.scorers)
+    assert all(s.threshold.method in ("quantile", "fence", "tolerance", "run")
+               for s in m.scorers)
     assert all(s.likelihood is None for s in m.scorers)
-    assert m.ensemble.members == ["window_mahalanobis", "channel_kmeans"]
+    assert m.ensemble.members == ["window_mahalanobis", "channel_kmeans", "stuck"]
     assert m.training["config"]["recipe"] == "multivariate"
     assert m.training["distance_model"]["kind"] == "window_features"
     latency = m.training["latency_ms_per_window"]

@@ -124,7 +124,7 @@ def test_a_constant_channel_among_others_is_kept_warned_and_scored(
     assert m.channels == ["a", "b", "valve"]
     warning = next(w for w in result.warnings if "constant" in w)
     assert "'valve'" in warning and "'a'" not in warning
-    assert m.ensemble.members == ["window_mahalanobis", "flat", "channel_kmeans"]
+    assert m.ensemble.members == ["window_mahalanobis", "flat", "channel_kmeans", "stuck"]
     assert m.iqr.q1[2] == pytest.approx(-0.25) and m.iqr.q3[2] == pytest.approx(0.25)
     assert m.range is not None and m.range.high[2] == pytest.approx(1 / 1.2)
     assert m.training["distance_model"]["constant_channels"] == [2]

@@ -243,6 +243,10 @@ def render(results: dict[str, Any]) -> str:
         from tests.bench.pods import pods_section
 
         body += pods_section(results["pods"])
+    if "devices" in results:
+        from tests.bench.pods import devices_section
+
+        body += devices_section(results["devices"])
     if "fleet" in results:
         from tests.bench.fleet import fleet_section
 

@@ -40,7 +40,7 @@ from tests.bench.harness import (
 )
 from tests.bench.results_md import render
 
-SECTIONS = ("skab", "nab", "tsbad", "device", "e2e", "loop", "pods", "fleet")
+SECTIONS = ("skab", "nab", "tsbad", "device", "e2e", "loop", "pods", "devices", "fleet")
 MEMORY_FILE = "realKnownCause/nyc_taxi.csv"  # a one-channel bundle with the device memory
 
 
@@ -326,6 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  [1, 2] if args.quick else list(range(1, 13)),
                                                  run.say, args.out / "pods")
             run.timings["pods"] = time.monotonic() - started
+        if "devices" in sections:  # the same on the simulated pump and business metric
+            started = time.monotonic()
+            run.results["devices"] = pods.run_devices(
+                run.work / "devices", [1, 2] if args.quick else list(range(1, 9)), run.say)
+            run.timings["pump and metric"] = time.monotonic() - started
         if "fleet" in sections:  # last: it measures 2 workers against 1 on idle cores
             started = time.monotonic()
             run.results["fleet"] = fleet.run_bench(run.work / "fleet", 6 if args.quick else 24,

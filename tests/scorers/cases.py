@@ -225,6 +225,54 @@ def _twin_spike_behaviour() -> None:
     assert np.allclose(scorer.score(filled, {}), 0.0)
 
 
+def _stuck_reference(stream: Stream) -> FloatArray:
+    """Per window, on ch0 (limit 2) and ch2 (limit 3): how many of the last rows equal the
+    newest, over the limit; the larger."""
+    out = []
+    for window in stream["windows"]:
+        per = []
+        for c, limit in ((0, 2), (2, 3)):
+            run = 0
+            for v in window[::-1, c]:
+                if v != window[-1, c]:
+                    break
+                run += 1
+            per.append(run / limit)
+        out.append(max(per))
+    return np.array(out)
+
+
+def _stuck_behaviour() -> None:
+    """A sensor that repeats its reading scores the run over its limit (1.0 at the limit)
+    and names that sensor; a live one scores a run of one; a value the device filled (a
+    dropout held) ends the run, and a filled newest value is not judged."""
+    from edge.scorers.base import ScoringBatch
+    from edge.scorers.stuck import StuckScorer, StuckScorerSpec
+    from tests.scorers.harness import ArrayInputs
+
+    spec = StuckScorerSpec.model_validate(
+        {"name": "s", "kind": "stuck", "channels": ["ch0", "ch1"], "limits": [4, 4],
+         "threshold": {"value": 1.0, "method": "run"}})
+    scorer = StuckScorer(spec, type("M", (), {"channels": ["ch0", "ch1", "ch2"]})())
+    rows = np.random.default_rng(1).normal(size=(14, 3))
+    rows[6:, 1] = rows[5, 1]  # ch1 stuck from row 5 on
+    windows = np.ascontiguousarray(
+        np.lib.stride_tricks.sliding_window_view(rows, LENGTH, axis=0).transpose(0, 2, 1))
+    batch = ScoringBatch(windows, np.full(len(windows), np.nan),
+                         ArrayInputs(windows))  # type: ignore[arg-type]
+    scores = scorer.score(batch, {})
+    newest = np.arange(len(windows)) + LENGTH - 1  # each window's newest row
+    run = np.where(newest >= 5, np.minimum(newest - 4, LENGTH), 1)
+    assert np.allclose(scores, np.maximum(run, 1) / 4.0), scores
+    assert (batch.channel_scores["s"][newest >= 8].argmax(axis=1) == 1).all()
+    missing = np.zeros(windows.shape, dtype=bool)
+    missing[:, :, 1] = np.arange(LENGTH)[None, :] + np.arange(len(windows))[:, None] >= 6
+    filled = ScoringBatch(windows, np.full(len(windows), np.nan), ArrayInputs(windows),
+                          missing)  # type: ignore[arg-type]
+    held = scorer.score(filled, {})
+    assert held.max() <= 0.25 + 1e-12, held  # ch1 filled: runs of one on ch0 only
+
+
 # a window-features model of the 2 lag rows: each channel's mean, then its log sd
 TAUGHT = {"lags": 2, "keep": list(range(CHANNELS)), "eps": 0.3, "center": [0.0] * 2 * CHANNELS,
           "factor": np.eye(2 * CHANNELS).tolist(), "size": 20}
@@ -468,6 +516,13 @@ CASES: dict[str, Case] = {
          "threshold": {"value": 1.0, "method": "tolerance"}},
         _flat_reference,
         (("channels", []), ("tolerance", 0.0))),
+    "stuck": Case(
+        {"name": "stuck", "kind": "stuck", "channels": ["ch0", "ch2"], "limits": [2, 3],
+         "threshold": {"value": 1.0, "method": "run"}},
+        _stuck_reference,
+        (("limits", [2]), ("limits", [1, 3]), ("channels", ["ch0", "ch0"]),
+         ("limits", [2, 5])),
+        behaviour=_stuck_behaviour),
     "channel_kmeans": Case(
         {"name": "channel_kmeans", "kind": "channel_kmeans", "channels": ["ch0", "ch2"],
          "rows": 3, "threshold": THRESHOLD, "memory": CHANNEL_MEMORY, **CHANNEL_SHAPES},
