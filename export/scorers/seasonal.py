@@ -16,7 +16,7 @@ import numpy as np
 
 from edge.scorers.seasonal import DAY_S, WEEK_S
 from export.errors import InputError
-from export.scorers.base import FloatArray, Option, TrainerScorer, TrainingData
+from export.scorers.base import FloatArray, Option, TrainerScorer, TrainingData, flag
 
 ROBUST = 1.349  # IQR of a standard normal
 
@@ -42,6 +42,8 @@ class SeasonalTrainer(TrainerScorer):
     options: ClassVar[dict[str, Option]] = {
         "offset_s": Option(float, 0.0, "the site's UTC offset in seconds (bins are local time)"),
         "prior": Option(float, 10.0, "pseudo-rows of the pooled level and spread in each bin"),
+        "min_days": Option(float, 2.0, "days the training rows must span"),
+        "required": Option(flag, True, "refuse the fit when they span less (else: no scorer)"),
     }
 
     @classmethod
@@ -50,9 +52,13 @@ class SeasonalTrainer(TrainerScorer):
         known = np.isfinite(ts)
         ts, rows = ts[known], rows[known]
         span = float(ts.max() - ts.min()) if ts.size else 0.0
-        if span < 2 * DAY_S:
-            raise InputError(f"--scorers seasonal needs training rows spanning two days or more "
-                             f"(these span {span / 3600:.1f} h)")
+        min_days = float(options.get("min_days", 2.0))
+        if span < max(min_days, 2.0) * DAY_S:
+            if not options.get("required", True):
+                return []
+            raise InputError(f"--scorers seasonal needs training rows spanning "
+                             f"{max(min_days, 2.0):g} days or more (these span "
+                             f"{span / 3600:.1f} h)")
         period = WEEK_S if span >= 2 * WEEK_S else DAY_S
         offset, prior = float(options["offset_s"]), float(options["prior"])
         local = ts + offset

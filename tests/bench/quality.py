@@ -77,6 +77,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "slow0.5": {"slow_ratio": 0.5},
     "no-transform": {"transform": "none"},
     "auto-transform": {"transform": "auto"},  # NAB: the univariate recipe with a transform
+    # NAB: a daily profile where the training rows span a week
+    "seasonal-week": {"scorers": ("stuck", "seasonal"),
+                      "scorer_options": ("seasonal.min_days=7", "seasonal.required=false")},
     "long-shapes": {"long_shapes": (8, 16, 32), "ensemble_members": (
         "window_mahalanobis", "long_shape_64", "long_shape_128", "long_shape_256")},
 }
