@@ -27,13 +27,16 @@ from export.scorers.channel_kmeans import judged_channels
 def longest_runs(readings: FloatArray) -> FloatArray:
     """(B, rows, C) -> (C,): the longest run of equal consecutive read values (NaN: not read,
     equal to nothing) in any window, in rows (1: no value repeated)."""
-    same = readings[:, 1:, :] == readings[:, :-1, :]
-    streak = np.zeros(same.shape[::2])
-    longest = np.zeros(same.shape[::2])
-    for step in range(same.shape[1]):
+    windows, rows, channels = readings.shape
+    if windows == 0:
+        return np.ones(channels)
+    same = readings[:, 1:, :] == readings[:, :-1, :]  # (B, rows - 1, C)
+    streak = np.zeros((windows, channels))  # equal pairs ending at this row
+    longest = np.zeros((windows, channels))
+    for step in range(rows - 1):
         streak = np.where(same[:, step, :], streak + 1, 0)
         longest = np.maximum(longest, streak)
-    return np.asarray(longest.max(axis=0) + 1 if len(longest) else np.ones(readings.shape[2]))
+    return np.asarray(longest.max(axis=0) + 1)
 
 
 class StuckTrainer(TrainerScorer):
