@@ -31,5 +31,5 @@ def test_fewer_days_than_asked_refuse_or_leave_the_kind_out() -> None:
     optional = options_of("seasonal", ("seasonal.min_days=7", "seasonal.required=false"))
     assert SeasonalTrainer.fit(data(3), optional) == []
     assert len(SeasonalTrainer.fit(data(8), optional)) == 1
-    with pytest.raises(InputError, match="spanning 2 days or more"):
+    with pytest.raises(InputError, match="spanning two days or more"):
         SeasonalTrainer.fit(data(1), options_of("seasonal", ()))

@@ -52,13 +52,13 @@ class SeasonalTrainer(TrainerScorer):
         known = np.isfinite(ts)
         ts, rows = ts[known], rows[known]
         span = float(ts.max() - ts.min()) if ts.size else 0.0
-        min_days = float(options.get("min_days", 2.0))
-        if span < max(min_days, 2.0) * DAY_S:
+        min_days = max(float(options.get("min_days", 2.0)), 2.0)
+        if span < min_days * DAY_S:
             if not options.get("required", True):
                 return []
-            raise InputError(f"--scorers seasonal needs training rows spanning "
-                             f"{max(min_days, 2.0):g} days or more (these span "
-                             f"{span / 3600:.1f} h)")
+            days = "two days" if min_days == 2.0 else f"{min_days:g} days"
+            raise InputError(f"--scorers seasonal needs training rows spanning {days} or more "
+                             f"(these span {span / 3600:.1f} h)")
         period = WEEK_S if span >= 2 * WEEK_S else DAY_S
         offset, prior = float(options["offset_s"]), float(options["prior"])
         local = ts + offset
