@@ -13,7 +13,7 @@ declare (`edge.scorers.steps`); a kind says what a memory means to it by `memory
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -144,6 +144,13 @@ class Lazy:
     @property
     def done(self) -> bool:
         return self._done
+
+
+def check_channels(name: str, channels: Sequence[str], manifest: ManifestView) -> None:
+    """Raise ValueError naming the channels of scorer `name` that are not the manifest's."""
+    strange = [c for c in channels if c not in manifest.channels]
+    if strange:
+        raise ValueError(f"scorer {name!r}: channels {strange} are not channels")
 
 
 class Scorer:

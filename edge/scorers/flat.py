@@ -19,7 +19,14 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from edge.scorers.base import FloatArray, ManifestView, Scorer, ScoringBatch, Stateful
+from edge.scorers.base import (
+    FloatArray,
+    ManifestView,
+    Scorer,
+    ScoringBatch,
+    Stateful,
+    check_channels,
+)
 from edge.scorers.spec import ScorerSpec
 
 
@@ -55,9 +62,7 @@ class FlatScorer(Scorer):
     @classmethod
     def check(cls, spec: ScorerSpec, manifest: ManifestView) -> None:
         assert isinstance(spec, FlatScorerSpec)
-        strange = [c for c in spec.channels if c not in manifest.channels]
-        if strange:
-            raise ValueError(f"scorer {spec.name!r}: channels {strange} are not channels")
+        check_channels(spec.name, spec.channels, manifest)
 
     def score(self, batch: ScoringBatch, state: dict[str, Stateful]) -> FloatArray:
         per = np.abs(batch.windows[:, :, self.index]).max(axis=1)
