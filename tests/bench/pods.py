@@ -198,8 +198,9 @@ def summarise(results: list[dict[str, Any]], configs: list[str]) -> list[str]:
     days = results[0].get("stream_days", 2.0) if results else 2.0
     device = results[0].get("device", "airpod") if results else "airpod"
     what = "pods" if device == "airpod" else f"{device} devices"
+    streamed = f"{days * 24:.3g} streamed hours" if days < 1 else f"{days:g} streamed days"
     lines = [f"{len(results)} {what} ({', '.join(str(r['seed']) for r in results)}), "
-             f"{days:.3g} streamed days each",
+             f"{streamed} each",
              f"{'config':<12} {'caught':>8} {'false':>6}  by fault type (median delay, min)"]
     for name in configs:
         kinds: dict[str, list[tuple[bool, float | None]]] = {}
