@@ -146,13 +146,6 @@ class Lazy:
         return self._done
 
 
-def check_channels(name: str, channels: Sequence[str], manifest: ManifestView) -> None:
-    """Raise ValueError naming the channels of scorer `name` that are not the manifest's."""
-    strange = [c for c in channels if c not in manifest.channels]
-    if strange:
-        raise ValueError(f"scorer {name!r}: channels {strange} are not channels")
-
-
 class Scorer:
     """One scorer of a bundle; subclasses set `spec_type` (whose `kind` is a Literal)."""
 
@@ -173,6 +166,13 @@ class Scorer:
     @classmethod
     def check(cls, spec: ScorerSpec, manifest: ManifestView) -> None:
         """Raise ValueError when `spec` does not fit the rest of `manifest`."""
+
+    @staticmethod
+    def check_channels(name: str, channels: Sequence[str], manifest: ManifestView) -> None:
+        """Raise ValueError naming the channels of scorer `name` that are not the manifest's."""
+        strange = [c for c in channels if c not in manifest.channels]
+        if strange:
+            raise ValueError(f"scorer {name!r}: channels {strange} are not channels")
 
     def new_state(self) -> dict[str, Stateful]:
         """The device's own parts of this scorer, by snapshot prefix (none: stateless)."""

@@ -30,14 +30,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from edge.memory import LagMemory, nearest_scaled_distances
-from edge.scorers.base import (
-    FloatArray,
-    ManifestView,
-    Scorer,
-    ScoringBatch,
-    Stateful,
-    check_channels,
-)
+from edge.scorers.base import FloatArray, ManifestView, Scorer, ScoringBatch, Stateful
 from edge.scorers.spec import ScorerSpec
 
 # Two noisy copies of one shape lie sqrt(2) times as far apart as one copy from the shape
@@ -97,7 +90,7 @@ class ChannelKmeansScorer(Scorer):
     @classmethod
     def check(cls, spec: ScorerSpec, manifest: ManifestView) -> None:
         assert isinstance(spec, ChannelKmeansScorerSpec)
-        check_channels(spec.name, spec.channels, manifest)
+        cls.check_channels(spec.name, spec.channels, manifest)
         length = manifest.window.length
         if spec.rows > length:
             raise ValueError(f"scorer {spec.name!r}: rows {spec.rows} exceed the window's "

@@ -19,14 +19,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from edge.scorers.base import (
-    FloatArray,
-    ManifestView,
-    Scorer,
-    ScoringBatch,
-    Stateful,
-    check_channels,
-)
+from edge.scorers.base import FloatArray, ManifestView, Scorer, ScoringBatch, Stateful
 from edge.scorers.spec import ScorerSpec
 
 
@@ -62,7 +55,7 @@ class FlatScorer(Scorer):
     @classmethod
     def check(cls, spec: ScorerSpec, manifest: ManifestView) -> None:
         assert isinstance(spec, FlatScorerSpec)
-        check_channels(spec.name, spec.channels, manifest)
+        cls.check_channels(spec.name, spec.channels, manifest)
 
     def score(self, batch: ScoringBatch, state: dict[str, Stateful]) -> FloatArray:
         per = np.abs(batch.windows[:, :, self.index]).max(axis=1)

@@ -16,14 +16,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from edge.scorers.base import (
-    FloatArray,
-    ManifestView,
-    Scorer,
-    ScoringBatch,
-    Stateful,
-    check_channels,
-)
+from edge.scorers.base import FloatArray, ManifestView, Scorer, ScoringBatch, Stateful
 from edge.scorers.spec import ScorerSpec
 
 
@@ -67,7 +60,7 @@ class StuckScorer(Scorer):
     @classmethod
     def check(cls, spec: ScorerSpec, manifest: ManifestView) -> None:
         assert isinstance(spec, StuckScorerSpec)
-        check_channels(spec.name, spec.channels, manifest)
+        cls.check_channels(spec.name, spec.channels, manifest)
         length = manifest.window.length
         if max(spec.limits) > length:
             raise ValueError(f"scorer {spec.name!r}: limits {max(spec.limits)} exceed the "
