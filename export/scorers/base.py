@@ -64,6 +64,17 @@ class TrainingData:
         return np.where(self.missing, np.nan, self.windows)
 
 
+def judged_channels(rows: FloatArray) -> list[int]:
+    """Channels with more than two distinct (finite) values in the training rows: a constant
+    one is `flat`'s, a two-valued one a state (a command, a valve open or shut)."""
+    out = []
+    for c in range(rows.shape[1]):
+        values = rows[:, c][np.isfinite(rows[:, c])]
+        if np.unique(values).size > 2:
+            out.append(c)
+    return out
+
+
 class TrainerScorer:
     kind: ClassVar[str]
     options: ClassVar[dict[str, Option]] = {}

@@ -29,22 +29,19 @@ import numpy as np
 from edge.bundle import Threshold
 from export.errors import InputError
 from export.kmeans import fit_kmeans
-from export.scorers.base import FloatArray, Option, TrainerScorer, TrainingData, flag
+from export.scorers.base import (
+    FloatArray,
+    Option,
+    TrainerScorer,
+    TrainingData,
+    flag,
+    judged_channels,
+)
 from export.scorers.twin import sensor_threshold
 from export.twins import twin_groups
 from export.window_features import slow_channels
 
 MIN_SPREAD = 1e-3  # scaled units: a channel whose held-back subsequences all sit on centroids
-
-
-def judged_channels(rows: FloatArray) -> list[int]:
-    """Channels with more than two distinct (finite) values in the training rows."""
-    out = []
-    for c in range(rows.shape[1]):
-        values = rows[:, c][np.isfinite(rows[:, c])]
-        if np.unique(values).size > 2:
-            out.append(c)
-    return out
 
 
 def centroids_of(subsequences: FloatArray, k: int, seed: int) -> FloatArray:

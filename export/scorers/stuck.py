@@ -20,8 +20,7 @@ import numpy as np
 
 from edge.bundle import Threshold
 from export import calibrate
-from export.scorers.base import FloatArray, TrainerScorer, TrainingData
-from export.scorers.channel_kmeans import judged_channels
+from export.scorers.base import FloatArray, TrainerScorer, TrainingData, judged_channels
 
 
 def longest_runs(readings: FloatArray) -> FloatArray:
