@@ -52,10 +52,6 @@ def _scales_or_none(text: str) -> tuple[int, ...]:
     return () if text.strip().lower() == "none" else _scales(text)
 
 
-def _names_or_none(text: str) -> tuple[str, ...]:
-    return () if text.strip().lower() == "none" else _split(text)
-
-
 @dataclass(frozen=True)
 class FitConfig:
     """Options of `fit_bundle`; the defaults are the trainer's recommendation."""
