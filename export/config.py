@@ -513,8 +513,9 @@ class FitConfig:
             "by its module in export/scorers ('none': none; seasonal: the usual level and "
             "spread of each channel by hour of the day, or of the week with two weeks of "
             "training rows; twin, variability, twin_reading: each twin sensor against its "
-            "twins, left out without twins; recipe: twin,variability,twin_reading for several "
-            "channels, none for one)",
+            "twins, left out without twins; stuck: a reading stuck on its value; channel_kmeans: "
+            "each channel's shapes; recipe: twin,variability,twin_reading,channel_kmeans,stuck "
+            "for several channels, stuck,seasonal for one)",
             "ensemble",
             parse=_names_or_none,
             metavar="KIND,KIND",
@@ -525,7 +526,9 @@ class FitConfig:
         metadata=_meta(
             "comma-separated options of the added kinds, KIND.NAME=VALUE (seasonal.offset_s: "
             "the site's UTC offset in seconds, 0; seasonal.prior: pseudo-rows of the pooled "
-            "level and spread in each hour, 10)",
+            "level and spread in each hour, 10; seasonal.min_days, 2; seasonal.required, true; "
+            "seasonal.min_z: the threshold's floor in spreads, 0; the univariate recipe's kinds: "
+            "min_days=7, required=false, min_z=5, the options given here winning)",
             "ensemble",
             parse=_split,
             metavar="K.N=V",

@@ -1,7 +1,11 @@
 """The `seasonal` kind's trainer: how many days of training rows it needs, and what it does
-with fewer (refuses, naming the span, or leaves itself out when told it is not required)."""
+with fewer (refuses, naming the span, or leaves itself out when told it is not required); its
+threshold's floor; and the univariate recipe's profile catching what the shapes excuse."""
 
 from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -11,6 +15,9 @@ from export.errors import InputError
 from export.scorers.base import TrainingData
 from export.scorers.registry import options_of
 from export.scorers.seasonal import SeasonalTrainer
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def data(days: float) -> TrainingData:
@@ -33,3 +40,65 @@ def test_fewer_days_than_asked_refuse_or_leave_the_kind_out() -> None:
     assert len(SeasonalTrainer.fit(data(8), optional)) == 1
     with pytest.raises(InputError, match="spanning two days or more"):
         SeasonalTrainer.fit(data(1), options_of("seasonal", ()))
+
+
+def test_the_threshold_is_at_least_min_z_spreads() -> None:
+    heldout = np.linspace(0.0, 2.0, 500)  # 1.2 x the largest: 2.4
+    floored = SeasonalTrainer.threshold("seasonal", heldout, data(8),
+                                        options_of("seasonal", ("seasonal.min_z=5",)))
+    assert (floored.value, floored.method) == (5.0, "min_z")
+    assert floored.params["calibrated"] == pytest.approx(2.4)
+    above = SeasonalTrainer.threshold("seasonal", heldout * 3, data(8),
+                                      options_of("seasonal", ("seasonal.min_z=5",)))
+    assert (above.value, above.method) == (pytest.approx(7.2), "quantile")
+
+
+def metric_csv(path: Path, days: int, fault: slice) -> Path:
+    """A 5-minute metric with a daily cycle; over `fault` its readings sink to 0.45 of
+    themselves within two hours (a slope fault whose readings stay inside the levels the night
+    and the rise of each day reach)."""
+    rng = np.random.default_rng(5)
+    t = np.arange(days * 288)
+    hour = (t % 288) / 12.0
+    wander = np.zeros(t.size)  # the level's own slow wander (tau 2 h, sd 8 %)
+    for i in range(1, t.size):
+        wander[i] = wander[i - 1] * np.exp(-1 / 24) + 0.08 * np.sqrt(1 - np.exp(-2 / 24)) * \
+            rng.normal()
+    value = (400 + 300 * np.exp(-0.5 * ((hour - 14) / 3) ** 2)) * np.exp(wander)
+    value += 30 * rng.normal(size=t.size)
+    sink = np.minimum(np.arange(fault.stop - fault.start) / 24.0, 1.0)
+    value[fault] *= 1.0 - 0.55 * sink
+    stamps = 1_767_225_600 + 300 * t
+    lines = ["timestamp,value"] + [f"{s},{v:.3f}" for s, v in zip(stamps, value, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def alert_starts(bundle: Path, csv: Path) -> list[int]:
+    from edge.replay import replay_table
+    from edge.table import read_table
+
+    result = replay_table(bundle, read_table(csv))
+    return [row for e, row in zip(result.events, result.event_rows, strict=True)
+            if e.state == "start"]
+
+
+def test_a_week_of_training_adds_the_profile_that_catches_a_sunken_afternoon(
+        tmp_path: Path) -> None:
+    from export.fit import fit_bundle
+
+    afternoon = slice(12 * 288 + 12 * 12, 12 * 288 + 18 * 12)  # day 12, 12:00-18:00
+    csv = metric_csv(tmp_path / "metric.csv", 13, afternoon)
+    config = FitConfig(rows=f"0:{10 * 288}", epochs=1, report=False)  # 8 days fitted
+    fit = fit_bundle(csv, tmp_path / "week", config)
+    assert "seasonal" in fit.manifest.ensemble.members
+    seasonal = next(s for s in fit.manifest.scorers if s.name == "seasonal")
+    assert seasonal.threshold.value >= 5.0
+    with_profile = alert_starts(tmp_path / "week", csv)
+    assert any(afternoon.start <= row < afternoon.stop for row in with_profile), with_profile
+    assert all(row >= afternoon.start for row in with_profile if row >= 10 * 288), with_profile
+    shapes = dataclasses.replace(config, scorers=("stuck",))  # the same without the profile
+    fit_bundle(csv, tmp_path / "shapes", shapes)
+    without = alert_starts(tmp_path / "shapes", csv)
+    first = min(row for row in with_profile if row >= afternoon.start)
+    assert not any(afternoon.start <= row <= first for row in without), (with_profile, without)

@@ -116,6 +116,13 @@ def test_recipes_by_channel_count_and_explicit_options_win() -> None:
     assert uni.likelihood_scorers == ("lag_distance_8", "lag_distance_4")
     assert (uni.trigger, uni.release, uni.cooldown_windows) == (1, 1, 150)
     assert (multi.ensemble_rule, uni.ensemble_rule) == ("max", "max_or_mean")
+    assert uni.scorers == ("stuck", "seasonal") and "seasonal" not in (multi.scorers or ())
+    assert uni.scorer_options == ("seasonal.min_days=7", "seasonal.required=false",
+                                  "seasonal.min_z=5")
+    mine = resolve(FitConfig(scorer_options=("seasonal.min_z=3",)), 1).scorer_options
+    assert mine == ("seasonal.min_days=7", "seasonal.required=false", "seasonal.min_z=3")
+    asked = resolve(FitConfig(scorers=("seasonal",)), 1)  # a user's kinds: their own defaults
+    assert asked.scorer_options == ()
     assert resolve(FitConfig(ensemble_rule="max"), 1).ensemble_rule == "max"
     forced = resolve(FitConfig(recipe="univariate", smoothing=3), 8)
     assert forced.distance_model == "lag_kmeans" and forced.smoothing == 3

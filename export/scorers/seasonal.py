@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edge.scorers.seasonal import DAY_S, WEEK_S
+from edge.scorers.spec import Threshold
+from export import calibrate
 from export.errors import InputError
 from export.scorers.base import FloatArray, Option, TrainerScorer, TrainingData, flag
 
@@ -44,6 +46,7 @@ class SeasonalTrainer(TrainerScorer):
         "prior": Option(float, 10.0, "pseudo-rows of the pooled level and spread in each bin"),
         "min_days": Option(float, 2.0, "days the training rows must span"),
         "required": Option(flag, True, "refuse the fit when they span less (else: no scorer)"),
+        "min_z": Option(float, 0.0, "the threshold is at least this many spreads"),
     }
 
     @classmethod
@@ -77,3 +80,16 @@ class SeasonalTrainer(TrainerScorer):
             spread.append([b[1] for b in bins])
         return [{"name": "seasonal", "kind": "seasonal", "period_s": period,
                  "offset_s": offset, "level": level, "spread": spread}]
+
+    @classmethod
+    def threshold(cls, name: str, heldout: FloatArray, data: TrainingData,
+                  options: dict[str, Any]) -> Threshold:
+        """The calibrated threshold, at least `min_z` spreads: the held-out rows follow the
+        training weeks, and a season's level that wanders over months (an office's heating)
+        lies beyond them without any fault."""
+        calibrated = calibrate.calibrate(heldout, data.config)
+        floor = float(options.get("min_z", 0.0))
+        if calibrated.value >= floor:
+            return calibrated
+        return Threshold(value=floor, method="min_z",
+                         params={**calibrated.params, "calibrated": calibrated.value})

@@ -33,6 +33,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "spike": {"scorers": ("twin", "variability", "twin_spike")},
     "long": {"scorers": ("twin", "variability", "twin_long")},
     "reading": {"scorers": ("twin", "variability", "twin_reading")},
+    # a univariate device without its daily/weekly profile (the recipe's before 2026-12-07)
+    "no-seasonal": {"scorers": ("stuck",)},
 }
 EXPERIMENT = {"epochs": 4}  # the LSTM-AE is no member of these configs: a short training
 # days of training and streamed days per edge-sim device: the pod's a week and 2 days (one

@@ -77,9 +77,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "slow0.5": {"slow_ratio": 0.5},
     "no-transform": {"transform": "none"},
     "auto-transform": {"transform": "auto"},  # NAB: the univariate recipe with a transform
-    # NAB: a daily profile where the training rows span a week
+    # NAB: the univariate recipe's daily profile without its floor of 5 spreads (the
+    # threshold calibrated on the held-out rows alone), and without the profile
     "seasonal-week": {"scorers": ("stuck", "seasonal"),
                       "scorer_options": ("seasonal.min_days=7", "seasonal.required=false")},
+    "no-seasonal": {"scorers": ("stuck",)},
     "long-shapes": {"long_shapes": (8, 16, 32), "ensemble_members": (
         "window_mahalanobis", "long_shape_64", "long_shape_128", "long_shape_256")},
 }
