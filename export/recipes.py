@@ -124,10 +124,18 @@ being no member: the same pooled figures as `make bench`'s fresh fits):
   heavy tails in normal operation: thresholds 9-13.5 spreads); per sensor at the 99.9th
   percentile of its own training rows x1.0/1.5/2.0: 28/28 with 24 false alarms, 24/28 with 8,
   24/28 with 2. Not run on pods 5-8, as nothing was chosen.
+  Without twins (measured 2026-12-07 for the simulated pump, whose missed faults include
+  one-row spikes of 4-7 spreads on `Current`, `Voltage` and an accelerometer): each channel's
+  largest row in the window against the median of its last 8 rows, in the spread of that
+  departure over the training rows, threshold a margin x the held-out maximum (numpy, the
+  kind alone). Pump seeds 1-4, margin 1.2 / 1.5 / 2.0: 13 / 11 / 7 of 24 faults with 2 / 0 /
+  0 false alarms (spikes 4/4 at 1.2 and 1.5); but on SKAB valve1 (80 held-out rows of the
+  400) the same kind alone flags 29.4% / 8.5% / 1.9% of the normal rows after row 400, for
+  14% of the anomalous rows at 1.5: a kind that would double the odd files' FAR. Not built.
   Nor is `twin_long` (each sensor's newest-row residual against its twins averaged over the
   device's last 128 windows, for slope changes and drifts buried in reading noise): on pods 1-4
   with the twin transforms, 25/28 with 2 false alarms against 25/28 with 0 without it.
-  The seasonal profile (`--scorers seasonal`) is not a default member: on NAB (35 files, the
+  The seasonal profile (`--scorers seasonal`) was no default member at first: on NAB (35 files, the
   bundles of the defaults, seasonal added as a member and fitted on each bundle's own fit
   rows, `tests/bench/experiments/seasonal_member.py`) only 3 files have two days of training
   rows, and it costs 75.9 -> 74.5 standard, 70.4 -> 67.4 reward-low-FP, 79.7 -> 78.8
