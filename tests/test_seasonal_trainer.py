@@ -77,10 +77,9 @@ def metric_csv(path: Path, days: int, fault: slice) -> Path:
 def alert_starts(bundle: Path, csv: Path) -> list[int]:
     from edge.replay import replay_table
     from edge.table import read_table
+    from export.evaluate import alert_starts as start_rows
 
-    result = replay_table(bundle, read_table(csv))
-    return [row for e, row in zip(result.events, result.event_rows, strict=True)
-            if e.state == "start"]
+    return np.flatnonzero(start_rows(replay_table(bundle, read_table(csv)))).tolist()
 
 
 def test_a_week_of_training_adds_the_profile_that_catches_a_sunken_afternoon(
