@@ -335,7 +335,11 @@ def _fit_added(build: _Build) -> None:
         windows_at(p.missing, p.fit_ends, build.config.window), p.preprocess.channels)
     build.added = fit_added(build.training_data)
     names = ", ".join(f"{a.name} ({a.trainer.kind})" for a in build.added)
-    build.say(f"      added scorers: {names}")
+    build.say(f"      added scorers: {names or 'none'}")
+    fitted = {a.trainer.kind for a in build.added}
+    idle = [kind for kind in build.config.scorers if kind not in fitted]
+    if idle:  # e.g. no twins by name, or a univariate device's profile without a week of rows
+        build.say(f"      no scorer from: {', '.join(idle)} (these rows do not meet their needs)")
 
 
 def _thresholds(build: _Build, heldout: WindowScores) -> dict[str, Threshold]:

@@ -87,9 +87,13 @@ def test_a_stuck_metric_alerts_through_the_univariate_recipe(tmp_path: Path) -> 
     csv = tmp_path / "metric.csv"
     lines = ["timestamp,value"] + [f"{s},{v:.3f}" for s, v in zip(stamps, value, strict=True)]
     csv.write_text("\n".join(lines) + "\n")
+    said: list[str] = []
     fit = fit_bundle(csv, tmp_path / "bundle",
-                     FitConfig(rows="0:1000", epochs=1, report=False, force=True))
+                     FitConfig(rows="0:1000", epochs=1, report=False, force=True), said.append)
     assert "stuck" in fit.manifest.ensemble.members
+    # 1000 rows are 3.5 days: the recipe's daily profile needs a week, and the fit says so
+    assert "seasonal" not in fit.manifest.ensemble.members
+    assert any("no scorer from: seasonal" in line for line in said), said
     result = replay_table(tmp_path / "bundle", read_table(csv))
     starts = [row for e, row in zip(result.events, result.event_rows, strict=True)
               if e.state == "start"]
