@@ -301,6 +301,15 @@ def run_bench(work: Path, seeds: list[int], say: Any, plot_dir: Path | None = No
             "plots": [p for p in plots if p]}
 
 
+def shown(path: str | Path) -> str:
+    """A path as the results show it: from the repository's root when it lies inside it."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def pods_section(result: dict[str, Any]) -> list[str]:
     return ["## Air-quality pods (per-sensor faults)", "",
             "`make demo`'s pod simulation per seed (7 days of training, 2 streamed days with "
@@ -314,7 +323,7 @@ def pods_section(result: dict[str, Any]) -> list[str]:
             "(`--stream-days 7`; `export/recipes.py`).",
             "", "```", *result["lines"], "```", "",
             *([f"Plots per pod (faults shaded, alerts in red): "
-               f"{', '.join(f'`{p}`' for p in result['plots'])}", ""]
+               f"{', '.join(f'`{shown(p)}`' for p in result['plots'])}", ""]
               if result.get("plots") else [])]
 
 
