@@ -111,6 +111,25 @@ def test_nab_ranking_is_the_vus_pr_of_the_score_after_the_probation() -> None:
     assert good["all"] > 0.8 > 0.2 > flat["all"]
 
 
+def test_nab_error_plot_shows_only_the_files_with_a_miss_or_a_false_alarm(
+        tmp_path: Path) -> None:
+    from tests.bench.nab_plot import plot_errors
+
+    # 40 rows, probation 6, a window on rows 20..29 in each file
+    files = [dataclasses.replace(_nab_file(((20, 29),)), name=f"x/{n}.csv")
+             for n in ("false_alarm", "missed", "right")]
+    starts = [np.zeros(40, dtype=bool) for _ in files]
+    starts[0][[3, 10, 22]] = True  # 3: in probation, not scored; 10: a false alarm; 22: caught
+    starts[2][25] = True
+    path = tmp_path / "nab_errors.png"
+    wrong = plot_errors(files, starts, path)
+    assert [e.name for e in wrong] == ["x/false_alarm.csv", "x/missed.csv"]
+    assert wrong[0].false_alarms == [10] and wrong[0].inside == [22] and wrong[0].caught == [True]
+    assert wrong[1].caught == [False] and wrong[1].windows == [(20, 29)]
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_errors(files[2:], starts[2:], path) == []
+
+
 def test_run_all_says_when_the_data_is_missing(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert run_all.main(["--data", str(tmp_path / "absent"), "--out", str(tmp_path)]) == 2

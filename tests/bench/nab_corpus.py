@@ -171,7 +171,10 @@ def ranking(files: Sequence[NabFile], scores: Sequence[npt.ArrayLike]) -> dict[s
             "all": float(np.mean(list(per_file.values()))) if per_file else None}
 
 
-def summarise(files: Sequence[NabFile], results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def summarise(files: Sequence[NabFile], results: Sequence[dict[str, Any]],
+              plot: Path | None = None) -> dict[str, Any]:
+    """The corpus's figures; with `plot`, a PNG of the files with a missed window or a false
+    alarm (`tests.bench.nab_plot`)."""
     from tests.bench.baselines import windowed_gaussian_scores
 
     by_name = {r["file"]: r for r in results}
@@ -195,6 +198,11 @@ def summarise(files: Sequence[NabFile], results: Sequence[dict[str, Any]]) -> di
                                  "alerts": by_name[f.name].get("alerts")}
                         for f, s in zip(files, scores, strict=True)}
     ok = [r for r in results if "error" not in r]
+    errors: dict[str, Any] = {}
+    if plot is not None:
+        from tests.bench.nab_plot import plot_errors
+
+        errors = {"plot": plot.name, "files": [e.name for e in plot_errors(files, starts, plot)]}
     split = split_scores(files, starts)
     split["held_out_gaps_standard"] = held_out_gaps(split)
     return {
@@ -213,6 +221,7 @@ def summarise(files: Sequence[NabFile], results: Sequence[dict[str, Any]]) -> di
         "fit_seconds": [round(r["fit_s"], 1) for r in results],
         "replay_rows": int(sum(r["rows"] for r in ok)),
         "replay_seconds": float(sum(r["replay_s"] for r in ok)),
+        "errors_plot": errors,
     }
 
 

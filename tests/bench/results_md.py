@@ -102,6 +102,10 @@ def nab_section(nab: dict[str, Any]) -> list[str]:
                   "the windows' rows as labels, rows after the probationary period), "
                   + ", ".join(f"{p} {v:.3f}" for p, v in rank["parts"].items())
                   + f", all {rank['all']:.3f}.", ""]
+    errors = nab.get("errors_plot")
+    if errors:
+        lines += [f"Plot of the {len(errors['files'])} files with a missed window or a false "
+                  f"alarm (values, windows, alert starts): `{errors['plot']}`.", ""]
     if nab["failures"]:
         lines += ["Files that could not be fitted (scored as never detecting):", ""]
         lines += [f"- `{name}`: {why}" for name, why in nab["failures"].items()]

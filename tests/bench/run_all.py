@@ -209,7 +209,8 @@ class Run:
                 self.results["skab_bundles"] = {r["file"]: r["bundle"] for r in ordered}
             if kind == "nab" and len(done["nab"]) == totals["nab"]:
                 self.timings["nab (fits in parallel with the rest)"] = self.say.elapsed
-                self.results["nab"] = nab_corpus.summarise(nab_files, done["nab"])
+                self.results["nab"] = nab_corpus.summarise(
+                    nab_files, done["nab"], self.args.out / "nab_errors.png")
                 self.results["nab_bundles"] = {r["file"]: r["bundle"] for r in done["nab"]
                                                if "bundle" in r}
                 n = self.results["nab"]
