@@ -440,7 +440,13 @@ device figures exactly and SKAB's within 0.006 F1; F1 / FAR % / MAR % even (chos
   distances beyond anything in the probation rows: new regimes, e.g. the spike train of
   `cpu_utilization_asg_misconfiguration` changing height or rate). A new start inside the
   cooldown when the score exceeds k x the peak of the alert that set it, k 1 / 1.5 / 2: 77.5 /
-  78.1 / 78.1 chosen, 73.1 / 75.3 / 75.7 confirmed. Each false alarm on the two long
+  78.1 / 78.1 chosen, 73.1 / 75.3 / 75.7 confirmed. The cooldown's neighbours again, now
+  that the long shapes (spans up to 256 rows) are members: 100 / 200 / 256 / 300 / 400
+  windows: 74.9 / 75.1 / 70.7 / 72.4 / 76.4 chosen, 70.5 / 71.8 / 72.4 / 73.2 / 74.2
+  confirmed (150: 78.0, 75.7): a sharp optimum, so a cooldown says little beyond these files.
+  A long shape's start held back while the last alert's start (or end) is within 1 or 1.5 x
+  its span (the same event still in its rows): 74.7-74.9 chosen (a window lost), 75.7
+  confirmed. Each false alarm on the two long
   realKnownCause files costs about 0.1 point over all 35 files (without those 26, 77.0 would
   be about 79.5): what holds NAB back is the new regimes of long series, which no cut on these
   members tells from the windows.
