@@ -441,11 +441,19 @@ def prepare(csv_path: Path, config: FitConfig) -> Prepared:
     fit_ends, calib_ends, config, shrunk = _windows_that_fit(fit_rows, calib_rows, gap_before,
                                                              config)
     if len(fit_ends) < MIN_FIT_WINDOWS or len(calib_ends) < MIN_CALIB_WINDOWS:
+        shortest = ""
+        if config.window > MIN_WINDOW:  # what the trainer tried before refusing
+            short = dataclasses.replace(config, window=MIN_WINDOW)
+            fit_short, calib_short = _ends(fit_rows, calib_rows, gap_before, short)
+            shortest = (f", and even the shortest window it tries ({MIN_WINDOW} rows) gets only "
+                        f"{len(fit_short)} and {len(calib_short)}")
         raise InputError(
             f"too few rows for the window: {len(normal_idx)} normal training rows "
             f"(--rows {config.rows or ':'}) give {len(fit_ends)} training and "
-            f"{len(calib_ends)} held-out windows of --window {config.window} (need at least "
-            f"{MIN_FIT_WINDOWS} and {MIN_CALIB_WINDOWS}); use more --rows or a smaller --window"
+            f"{len(calib_ends)} held-out windows of --window {config.window}{shortest} (need "
+            f"at least {MIN_FIT_WINDOWS} and {MIN_CALIB_WINDOWS}, the held-out ones from the "
+            f"last --holdout {config.holdout:g} of the rows); use more --rows or a smaller "
+            "--window"
         )
 
     channels, info = [], {}

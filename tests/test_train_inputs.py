@@ -53,7 +53,8 @@ def test_no_numeric_channels(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 def test_too_few_rows_for_the_window(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = fit(tmp_path, write_csv(tmp_path / "d.csv"), "--rows", ":40", "--window", "16")
-    assert_refused(code, out, capsys.readouterr().err, "too few rows", "--rows", "--window 16")
+    assert_refused(code, out, capsys.readouterr().err, "too few rows", "--rows", "--window 16",
+                   "even the shortest window it tries (8 rows) gets only", "--holdout 0.25")
 
 
 def test_channel_constant_only_before_the_held_out_rows(tmp_path: Path) -> None:
