@@ -42,6 +42,21 @@ def test_fewer_days_than_asked_refuse_or_leave_the_kind_out() -> None:
         SeasonalTrainer.fit(data(1), options_of("seasonal", ()))
 
 
+def test_an_optional_profile_needs_each_hour_seen_as_often_as_its_prior() -> None:
+    def hourly(days: float) -> TrainingData:
+        t = np.arange(0.0, days * 86_400.0, 3600.0)
+        return TrainingData(["value"], np.sin(2 * np.pi * t / 86_400.0)[:, None], t,
+                            FitConfig())
+
+    optional = options_of("seasonal", ("seasonal.min_days=7", "seasonal.required=false"))
+    assert SeasonalTrainer.fit(hourly(8), optional) == []  # 8 readings an hour, prior 10
+    assert len(SeasonalTrainer.fit(hourly(10), optional)) == 1
+    assert SeasonalTrainer.fit(hourly(8), options_of(
+        "seasonal", ("seasonal.min_days=7", "seasonal.required=false", "seasonal.prior=5")))
+    # asked for explicitly, it is fitted from what there is
+    assert len(SeasonalTrainer.fit(hourly(8), options_of("seasonal", ()))) == 1
+
+
 def test_the_threshold_is_at_least_min_z_spreads() -> None:
     heldout = np.linspace(0.0, 2.0, 500)  # 1.2 x the largest: 2.4
     floored = SeasonalTrainer.threshold("seasonal", heldout, data(8),

@@ -5,7 +5,10 @@ Each bin's median and robust spread (IQR / 1.349) are shrunk toward its parent's
 weight of `prior` pseudo-rows (an hour of the week toward that hour of every day, an hour of
 the day toward the whole channel), so a bin seen a few times leans on the wider pattern and a
 well-seen bin speaks for itself; no floor to tune. Training rows spanning less
-than two days cannot show a daily pattern: the fit is refused with that reason.
+than two days cannot show a daily pattern: the fit is refused with that reason. Where the kind
+is not required (the univariate recipe adds it on its own), it also leaves itself out when an
+hour of the day holds fewer rows than `prior`: a week of hourly readings gives each hour 7,
+so its profile would be mostly the pooled level and the noise of 7 readings.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ class SeasonalTrainer(TrainerScorer):
         "offset_s": Option(float, 0.0, "the site's UTC offset in seconds (bins are local time)"),
         "prior": Option(float, 10.0, "pseudo-rows of the pooled level and spread in each bin"),
         "min_days": Option(float, 2.0, "days the training rows must span"),
-        "required": Option(flag, True, "refuse the fit when they span less (else: no scorer)"),
+        "required": Option(flag, True, "refuse the fit when they span less (else: no scorer, "
+                           "nor when an hour of the day holds fewer rows than `prior`)"),
         "min_z": Option(float, 0.0, "the threshold is at least this many spreads"),
     }
 
@@ -66,6 +70,9 @@ class SeasonalTrainer(TrainerScorer):
         offset, prior = float(options["offset_s"]), float(options["prior"])
         local = ts + offset
         hour_of_day = (np.mod(local, DAY_S) // 3600).astype(int)
+        seen = int(np.bincount(hour_of_day, minlength=24).min())
+        if seen < prior and not options.get("required", True):
+            return []  # its hours would lean mostly on the pooled level: no daily profile
         hour_of_week = (np.mod(local, WEEK_S) // 3600).astype(int)
         level, spread = [], []
         for c in range(rows.shape[1]):
