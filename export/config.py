@@ -117,7 +117,9 @@ class FitConfig:
     gap_factor: float = field(
         default=5.0,
         metadata=_meta(
-            "max_gap_s = this x the median sample period; a longer gap restarts the window", "data"
+            "max_gap_s = this x the usual time step (the median sample period, or the 95th "
+            "percentile of the training rows' steps where that is longer: a source that "
+            "reports irregularly); a longer gap restarts the window", "data"
         ),
     )
     # preprocessing

@@ -387,6 +387,16 @@ def _sample_period(stamps: FloatArray) -> float:
     return float(np.median(steps))
 
 
+def _usual_step(stamps: FloatArray, period: float) -> float:
+    """The longest time step the source takes in its usual run (the 95th percentile of the
+    training rows' steps, at least the median period): a source that reports irregularly
+    (every 5 to 10 minutes) does not restart its window at each longer step, while one that
+    reports like a clock keeps its median period."""
+    steps = np.diff(stamps)
+    steps = steps[steps > 0]
+    return max(period, float(np.quantile(steps, 0.95))) if steps.size else period
+
+
 def _windows_that_fit(fit_rows: BoolArray, calib_rows: BoolArray, gap_before: BoolArray,
                       config: FitConfig) -> tuple[IntArray, IntArray, FitConfig, int | None]:
     """The training and held-out window ends; when the training rows are too few for
@@ -428,7 +438,7 @@ def prepare(csv_path: Path, config: FitConfig) -> Prepared:
         )
     _check_missing(data, usable, config.max_missing)
     period = _sample_period(data.timestamps[data.train])
-    max_gap = config.gap_factor * period
+    max_gap = config.gap_factor * _usual_step(data.timestamps[data.train], period)
     gap_before = np.ones(len(data.raw), dtype=bool)
     gap_before[1:] = np.diff(data.timestamps) > max_gap
 

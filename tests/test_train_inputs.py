@@ -146,3 +146,29 @@ def test_converter_crash_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(FitError, match="crashed with SIGSEGV"):
         export_int8(_FakeModel(), windows, 8.0, tmp_path / "m.tflite")
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_an_irregular_source_restarts_its_window_only_beyond_its_usual_steps(
+        tmp_path: Path) -> None:
+    from export.config import FitConfig
+    from export.prepare import prepare
+
+    rng = np.random.default_rng(0)
+
+    def prepared(steps: np.ndarray) -> tuple[float, int]:
+        ts = 1.7e9 + np.concatenate([[0.0], np.cumsum(steps)])
+        values = np.sin(np.arange(ts.size) / 7.0) + rng.normal(0, 0.1, ts.size)
+        csv = tmp_path / "d.csv"
+        csv.write_text("timestamp,value\n" + "".join(
+            f"{t:.0f},{v:.5f}\n" for t, v in zip(ts, values, strict=True)))
+        prep = prepare(csv, FitConfig())
+        return prep.preprocess.max_gap_s, prep.summary["gaps_over_max_gap"]
+
+    # a sensor that reports every 5 or 10 minutes, and now and then after 40 minutes
+    irregular = rng.choice([300.0, 600.0], size=399, p=[0.7, 0.3])
+    irregular[::50] = 2400.0
+    assert prepared(irregular) == (5 * 600.0, 0)  # its usual step is 10 minutes, not 5
+    # one that reports like a clock keeps 5 x its period, and a 40-minute gap restarts
+    clock = np.full(399, 300.0)
+    clock[::50] = 2400.0
+    assert prepared(clock) == (5 * 300.0, 8)
