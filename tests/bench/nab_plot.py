@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from export.metrics import events_from_labels
 from export.nab import NabFile
 
 
@@ -36,11 +37,9 @@ class FileErrors:
 def file_errors(f: NabFile, starts: npt.ArrayLike) -> FileErrors:
     rows = np.flatnonzero(np.asarray(starts, dtype=bool))
     labels = f.labels()
-    edges = np.diff(np.concatenate([[0], labels.astype(int), [0]]))
-    windows = list(zip(np.flatnonzero(edges == 1).tolist(),
-                       (np.flatnonzero(edges == -1) - 1).tolist(), strict=True))
     # windows wholly in the probationary period are not scored (as in NAB)
-    windows = [(a, b) for a, b in windows if b >= f.probation_rows]
+    windows = [(a, stop - 1) for a, stop in events_from_labels(labels)
+               if stop - 1 >= f.probation_rows]
     caught = [bool(((rows >= a) & (rows <= b)).any()) for a, b in windows]
     inside = [int(r) for r in rows if labels[r]]
     false_alarms = [int(r) for r in rows if not labels[r] and r >= f.probation_rows]

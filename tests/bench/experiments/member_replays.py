@@ -306,16 +306,13 @@ def skab(records: Path, bundles: Path) -> None:
 
 
 def pump(work: Path, seeds: list[int]) -> None:
+    from edge.preprocess import forward_fill
     from edge.replay import replay_table
     from edge.table import read_table
     from tests.bench.pods import alert_runs
 
-    def filled(rows: np.ndarray) -> np.ndarray:
-        rows = rows.copy()
-        for c in range(rows.shape[1]):
-            idx = np.where(np.isfinite(rows[:, c]), np.arange(len(rows)), 0)
-            rows[:, c] = rows[np.maximum.accumulate(idx), c]
-        return rows
+    def filled(rows: np.ndarray) -> np.ndarray:  # the device's fill, the first row before
+        return forward_fill(rows, rows[0])
 
     devices = []
     for seed in seeds:
