@@ -337,6 +337,23 @@ window features as constant ones are, the window member being the weakest on mos
 (VUS-PR 0.03-0.42 alone): chosen 0.553 -> 0.516, confirmed 0.472 -> 0.473 (016 0.660 ->
 0.309: its anomaly is in a command channel; 006 0.140 -> 0.319, 014 0.611 -> 0.425). Leaving
 the window member out of the ensemble (numpy): 0.532 / 0.482.
+Measured on 2026-12-07 (night) and not kept, longer channel shapes (fresh fits; MSL `tsbad
+--set epochs=1 --set window=32 [--set 'scorer_options=["channel_kmeans.rows=32"]']`, SKAB
+`quality.py skab --configs window32-only|window32 --epochs 1`; VUS-PR chosen (even) /
+confirmed (odd) half, SKAB F1 / FAR % even -> odd; today 0.553 / 0.472 and 0.854 / 4.0 ->
+0.867 / 13.8):
+  `channel_kmeans` subsequences of 32 rows (the window 32 to hold them): MSL 0.575 / 0.581
+  (all 14 0.513 -> 0.578; 009 0.659 -> 0.866, 007 0.261 -> 0.432, 003 0.346 -> 0.478), but
+  SKAB 0.836 / 9.5 -> 0.854 / 24.2 (all 16 0.846 / 16.8 / 16.1, MAR 18.6 -> 16.1): more
+  caught, and false alarms up on both halves (after the faults, where most of SKAB's are).
+  Of 8 rows (window 16): MSL 0.557 / 0.384.
+  The window 32 alone (subsequences still 16 rows; `stuck` and `flat` hold 32 rows): MSL
+  0.542 / 0.512, SKAB 0.841 / 6.2 -> 0.871 / 12.2 (all 0.857 / 9.2 / 19.1): each loses on
+  the half it would be chosen on and wins on the other, on both corpora.
+  The channels' own correlation lengths (the first lag at which a channel's training
+  autocorrelation falls under 0.5) do not tell the two corpora's gainers apart (SKAB's noisy
+  channels 1, its temperatures 12-49; MSL's telemetry 1-64, and 012, 014 and 006 gained at
+  correlation lengths 1-3), so no per-channel rule was built on them.
 
 The univariate recipe's ensemble rule is `max_or_mean` since 2026-12-07: over the threshold the
 largest member (with the tie-break above), under it the members' mean evidence (each clipped to

@@ -84,6 +84,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "no-seasonal": {"scorers": ("stuck",)},
     "long-shapes": {"long_shapes": (8, 16, 32), "ensemble_members": (
         "window_mahalanobis", "long_shape_64", "long_shape_128", "long_shape_256")},
+    "window32": {"window": 32, "scorer_options": ("channel_kmeans.rows=32",)},
+    "window32-only": {"window": 32},
 }
 
 # replay variants: manifest changes applied to the bundle of a config (name -> changes)
