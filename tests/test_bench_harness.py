@@ -245,3 +245,39 @@ def test_float_lstm_scores_the_replays_windows_like_the_int8_model(tmp_path: Pat
     int8_threshold = next(s.threshold.value for s in fit.manifest.scorers if s.name == "lstm_ae")
     assert threshold == pytest.approx(int8_threshold, rel=0.2) and heldout.size > 8
     assert np.mean((int8[scored] >= 1) == (normalised[scored] >= 1)) > 0.95
+
+
+def test_anomaly_free_recording_cut_into_skab_files_and_summarised(tmp_path: Path) -> None:
+    from tests.bench import skab_free
+
+    source = tmp_path / "anomaly-free.csv"
+    rows = [f"2020-02-08 13:30:{i % 60:02d};{i}.5;{2 * i}" for i in range(25)]
+    source.write_text("datetime;a;b\n" + "\n".join(rows) + "\n")
+    pieces = skab_free.cut_pieces(source, tmp_path / "pieces", rows=10)
+    assert [p.name for p in pieces] == ["piece-0.csv", "piece-1.csv"]  # the last 5 dropped
+    lines = pieces[1].read_text().splitlines()
+    assert lines[0] == "datetime;a;b;anomaly;changepoint" and len(lines) == 11
+    assert lines[1] == f"{rows[10]};0;0" and lines[-1] == f"{rows[19]};0;0"
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("datetime;a;anomaly\n2020-02-08 13:30:00;1;0\n")
+    with pytest.raises(ValueError, match="already labelled"):
+        skab_free.cut_pieces(labelled, tmp_path / "other")
+
+    def result(k: int, fp: int, alerts: int) -> dict[str, object]:
+        return {"file": f"piece-{k}.csv", "alerts": alerts,
+                "metrics": {skab.DECISION: PointMetrics(tp=0, fp=fp, fn=0, tn=100 - fp)}}
+
+    free = skab_free.summarise([result(2, 50, 2), result(0, 10, 1), result(1, 0, 0)],
+                               {"LOF": PointMetrics(tp=0, fp=30, fn=0, tn=270)})
+    assert [p["file"] for p in free["pieces"]] == ["piece-0.csv", "piece-1.csv", "piece-2.csv"]
+    assert free["parts"]["pieces 0-1"] == {"far_pct": 5.0, "rows": 200, "alerts": 1}
+    assert free["parts"]["pieces 2-2"] == {"far_pct": 50.0, "rows": 100, "alerts": 2}
+    assert free["parts"]["all"]["far_pct"] == 20.0
+    text = "\n".join(skab_free.section(free))
+    assert "| all | 300 | 20.0 | 3 |" in text and "piece-2 50.0" in text
+    assert "same pieces (FAR %): LOF 10.0." in text
+    assert [p.name for p in skab_free.piece_files(tmp_path)] == []  # cut_pieces' own folder
+    (tmp_path / "skab-free-pieces").mkdir()
+    for k in (10, 2):
+        (tmp_path / "skab-free-pieces" / f"piece-{k}.csv").write_text("")
+    assert [p.name for p in skab_free.piece_files(tmp_path)] == ["piece-2.csv", "piece-10.csv"]

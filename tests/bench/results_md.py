@@ -229,6 +229,11 @@ def render(results: dict[str, Any]) -> str:
     body: list[str] = []
     if "skab" in results:
         body += skab_section(results["skab"])
+    if "skab_free" in results:
+        from tests.bench.skab_free import section as skab_free_section
+
+        body += ["## SKAB anomaly-free recording, the same protocol (false alarms only)", "",
+                 *skab_free_section(results["skab_free"])]
     if "nab" in results:
         body += nab_section(results["nab"])
     if "tsbad" in results:

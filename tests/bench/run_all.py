@@ -27,7 +27,17 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from tests.bench import closed_loop, device_cost, e2e, fleet, nab_corpus, pods, skab, tsbad
+from tests.bench import (
+    closed_loop,
+    device_cost,
+    e2e,
+    fleet,
+    nab_corpus,
+    pods,
+    skab,
+    skab_free,
+    tsbad,
+)
 from tests.bench.harness import (
     BENCH_DIR,
     DATA_ENV,
@@ -142,6 +152,9 @@ class Run:
                     files = files[1:2]
                 futures.update({pool.submit(skab.fit_and_replay, f, self.work / "skab"): "skab"
                                 for f in files})
+            if "skab" in self.sections and not quick:
+                futures.update({f: "skab-free" for f in skab_free.submit(pool, self.root,
+                                                                         self.work)})
             nab_files = []
             if "nab" in self.sections:
                 nab_files = nab_corpus.corpus(self.root)
@@ -166,8 +179,9 @@ class Run:
     def collect(self, futures: dict[Future[dict[str, Any]], str], base: Any,
                 nab_files: list[Any]) -> None:
         totals = {k: sum(1 for v in futures.values() if v == k)
-                  for k in ("skab", "nab", "tsbad")}
-        done: dict[str, list[dict[str, Any]]] = {"skab": [], "nab": [], "pump": [], "tsbad": []}
+                  for k in ("skab", "nab", "tsbad", "skab-free")}
+        done: dict[str, list[dict[str, Any]]] = {"skab": [], "nab": [], "pump": [], "tsbad": [],
+                                                 "skab-free": []}
         for future in as_completed(futures):
             kind = futures[future]
             try:
@@ -185,6 +199,14 @@ class Run:
                          f"{result['fit_s']:.0f} s")
             elif kind == "skab":
                 self.say(skab.progress_line(len(done["skab"]), totals["skab"], result))
+            elif kind == "skab-free":
+                self.say(f"skab anomaly-free {len(done[kind])}/{totals[kind]} {result['file']}: "
+                         f"{result['alerts']} alerts")
+                if len(done[kind]) == totals[kind]:
+                    free = self.results["skab_free"] = skab_free.summarise(
+                        done[kind], skab_free.baselines(skab_free.piece_files(self.work)))
+                    self.say(f"skab anomaly-free: FAR {free['parts']['all']['far_pct']}% of "
+                             "the normal test rows")
             elif kind == "tsbad":
                 self.say(tsbad.progress_line(len(done["tsbad"]), totals["tsbad"], result))
                 if len(done["tsbad"]) == totals["tsbad"]:
