@@ -1,5 +1,5 @@
-"""`make bench`: detection quality on SKAB, NAB and TSB-AD's MSL files, device cost and MQTT
-end to end.
+"""`make bench`: detection quality on SKAB (valve1, and false alarms on its anomaly-free
+recording), NAB and TSB-AD's MSL files, device cost and MQTT end to end.
 
     python -m tests.bench.run_all                  # everything (needs ../shared/data)
     python -m tests.bench.run_all --only skab,device --workers 1

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from export.metrics import PointMetrics, pool
-from tests.bench.harness import Progress
+from tests.bench.harness import Progress, data_root, worker_pool
 
 PIECE_ROWS = 1150  # about a valve1 file (1075-1154 rows)
 SOURCE = Path("skab") / "anomaly-free" / "anomaly-free.csv"
@@ -60,10 +60,15 @@ def submit(pool_: ProcessPoolExecutor, root: Path, work: Path) -> list[Future[di
             for piece in cut_pieces(source, work / "skab-free-pieces")]
 
 
+def piece_number(name: str) -> int:
+    """k of `piece-<k>.csv`."""
+    return int(Path(name).stem.rsplit("-", 1)[1])
+
+
 def piece_files(work: Path) -> list[Path]:
     """The pieces `submit` cut into `work`, in order."""
     return sorted((work / "skab-free-pieces").glob("piece-*.csv"),
-                  key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+                  key=lambda p: piece_number(p.name))
 
 
 def baselines(pieces: Sequence[Path]) -> dict[str, PointMetrics]:
@@ -80,7 +85,7 @@ def summarise(results: Sequence[dict[str, Any]],
     `others`' pooled FAR beside them (the baselines)."""
     from tests.bench.skab import DECISION
 
-    ordered = sorted(results, key=lambda r: int(Path(r["file"]).stem.rsplit("-", 1)[1]))
+    ordered = sorted(results, key=lambda r: piece_number(r["file"]))
     half = (len(ordered) + 1) // 2
     parts = {f"pieces 0-{half - 1}": ordered[:half],
              f"pieces {half}-{len(ordered) - 1}": ordered[half:], "all": ordered}
@@ -115,17 +120,18 @@ def section(free: dict[str, Any]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.skab_free", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path,
-                        default=Path(__file__).resolve().parents[2].parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, help="benchmark data (default $EDGE_BENCH_DATA or "
+                                                  "../shared/data)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/skab-free"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the summary here")
     args = parser.parse_args(argv)
+    args.data = data_root(args.data)
     if not (args.data / SOURCE).exists():
         print(f"no {args.data / SOURCE}: nothing to measure")
         return 2
     say = Progress()
-    with ProcessPoolExecutor(args.workers) as pool_:
+    with worker_pool(args.workers) as pool_:
         futures = submit(pool_, args.data, args.work)
         say(f"skab-free: {len(futures)} pieces, {args.workers} worker(s)")
         results = []
