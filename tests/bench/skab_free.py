@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from export.metrics import PointMetrics, pool
+from tests.bench import skab
 from tests.bench.harness import Progress, data_root, worker_pool
 
 PIECE_ROWS = 1150  # about a valve1 file (1075-1154 rows)
@@ -51,8 +52,6 @@ def cut_pieces(source: Path, out: Path, rows: int = PIECE_ROWS) -> list[Path]:
 
 def submit(pool_: ProcessPoolExecutor, root: Path, work: Path) -> list[Future[dict[str, Any]]]:
     """One SKAB-protocol fit and replay per piece (empty when the recording is absent)."""
-    from tests.bench import skab
-
     source = root / SOURCE
     if not source.exists():
         return []
@@ -74,24 +73,21 @@ def piece_files(work: Path) -> list[Path]:
 def baselines(pieces: Sequence[Path]) -> dict[str, PointMetrics]:
     """The scikit-learn baselines of valve1's table on the same pieces, the same protocol."""
     from tests.bench.baselines import load_skab_csv, run_skab_baselines
-    from tests.bench.skab import TRAIN_ROWS
 
-    return run_skab_baselines([load_skab_csv(p) for p in pieces], TRAIN_ROWS)
+    return run_skab_baselines([load_skab_csv(p) for p in pieces], skab.TRAIN_ROWS)
 
 
 def summarise(results: Sequence[dict[str, Any]],
               others: dict[str, PointMetrics] | None = None) -> dict[str, Any]:
     """Per piece (in order), per half and pooled: the share of test rows flagged, alerts;
     `others`' pooled FAR beside them (the baselines)."""
-    from tests.bench.skab import DECISION
-
     ordered = sorted(results, key=lambda r: piece_number(r["file"]))
     half = (len(ordered) + 1) // 2
     parts = {f"pieces 0-{half - 1}": ordered[:half],
              f"pieces {half}-{len(ordered) - 1}": ordered[half:], "all": ordered}
 
     def figures(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        ms: list[PointMetrics] = [r["metrics"][DECISION] for r in rs]
+        ms: list[PointMetrics] = [r["metrics"][skab.DECISION] for r in rs]
         return {"far_pct": round(pool(ms).far_pct, 1), "rows": sum(m.fp + m.tn for m in ms),
                 "alerts": sum(int(r["alerts"]) for r in rs)}
 
